@@ -1,0 +1,166 @@
+package mq
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// markEvery is how often a worker marks its progress while working through
+// a batch of slow callbacks; a batch is always marked when it ends.
+const markEvery = 100 * time.Millisecond
+
+// worker handles the records of one assigned partition, in order, on its
+// own goroutine. The session owns it: stop signals it, done is closed when
+// it has exited. Its progress is marked for the background commit only
+// after the callback returned.
+type worker struct {
+	s      *session
+	tp     topicPartition
+	ctx    context.Context // the callbacks' ctx; cancelled on revoke or at the close deadline
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	queue  [][]*kgo.Record
+	queued int
+	paused bool
+
+	wake     chan struct{} // capacity 1
+	quit     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+func newWorker(s *session, tp topicPartition) *worker {
+	ctx, cancel := context.WithCancel(s.base)
+	return &worker{
+		s:      s,
+		tp:     tp,
+		ctx:    ctx,
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+}
+
+// enqueue adds a batch and reports whether the partition should now be
+// paused (its queue reached high).
+func (w *worker) enqueue(recs []*kgo.Record, high int) bool {
+	w.mu.Lock()
+	w.queue = append(w.queue, recs)
+	w.queued += len(recs)
+	pause := !w.paused && w.queued >= high
+	if pause {
+		w.paused = true
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return pause
+}
+
+func (w *worker) isPaused() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.paused
+}
+
+// stop makes the worker exit after its current callback; with cancel, the
+// callback's ctx is cancelled too.
+func (w *worker) stop(cancel bool) {
+	w.stopOnce.Do(func() { close(w.quit) })
+	if cancel {
+		w.cancel()
+	}
+}
+
+func (w *worker) stopped() bool {
+	select {
+	case <-w.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	defer w.cancel()
+	for {
+		batch, ok := w.next()
+		if !ok || !w.process(batch) {
+			return
+		}
+	}
+}
+
+// next waits for a batch; false once the worker is stopped.
+func (w *worker) next() ([]*kgo.Record, bool) {
+	for {
+		if w.stopped() {
+			return nil, false
+		}
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			b := w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+			w.queued -= len(b)
+			resume := w.paused && w.queued <= w.s.low
+			if resume {
+				w.paused = false
+			}
+			w.mu.Unlock()
+			if resume {
+				w.s.requestResume(w.tp)
+			}
+			return b, true
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.wake:
+		case <-w.quit:
+			return nil, false
+		}
+	}
+}
+
+// process runs the callbacks of a batch in order and marks the last record
+// whose callback returned; false when the worker must exit.
+func (w *worker) process(batch []*kgo.Record) bool {
+	select {
+	case w.s.sem <- struct{}{}:
+	case <-w.quit:
+		return false
+	}
+	defer func() { <-w.s.sem }()
+	var last *kgo.Record
+	lastMark := time.Now()
+	ok := true
+	for _, r := range batch {
+		if w.stopped() {
+			ok = false
+			break
+		}
+		if err := w.s.handle(w.ctx, r); err != nil && w.ctx.Err() != nil {
+			// Revoked or given up on while running: not done, so not
+			// marked; the partition's next owner redelivers it.
+			ok = false
+			break
+		}
+		last = r
+		if now := time.Now(); now.Sub(lastMark) >= markEvery {
+			w.s.cl.MarkCommitRecords(r)
+			lastMark, last = now, nil
+		}
+	}
+	if last != nil {
+		w.s.cl.MarkCommitRecords(last)
+	}
+	return ok
+}

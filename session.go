@@ -1,0 +1,397 @@
+package mq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ceyewan/gochat/im-infra/clog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// commitTimeout bounds the blocking commit made when partitions are revoked.
+const commitTimeout = 10 * time.Second
+
+// closeGrace is how long shutdown still waits for callbacks after it
+// cancelled their ctx at the deadline.
+const closeGrace = time.Second
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+func (tp topicPartition) String() string { return fmt.Sprintf("%s/%d", tp.topic, tp.partition) }
+
+// session is one Subscribe call: the group client, its poll loop (run by
+// Subscribe's goroutine) and a worker goroutine per assigned partition.
+//
+// franz-go runs with BlockRebalanceOnPoll: between a poll and AllowRebalance
+// no partition can be assigned or revoked, so every polled record reaches
+// the worker of the assignment it was fetched for. Workers never block the
+// poll loop: a partition whose queue reaches consumer.partition_buffer
+// records is paused, and resumed once its worker has drained half of it.
+type session struct {
+	c       *consumer
+	cl      *kgo.Client
+	topics  []string
+	cb      ConsumeCallback
+	base    context.Context // Subscribe's ctx values, never cancelled
+	logger  clog.Logger
+	sem     chan struct{} // consumer.concurrency: batches being handled at once
+	maxPoll int
+	high    int // queue length that pauses a partition
+	low     int // queue length that resumes it
+
+	mu         sync.Mutex
+	workers    map[topicPartition]*worker
+	resume     map[topicPartition]struct{}
+	pollCancel context.CancelFunc // wakes the poll loop; nil outside PollRecords
+}
+
+func newSession(c *consumer, topics []string, cb ConsumeCallback, base context.Context) *session {
+	cc := c.cfg.Consumer
+	return &session{
+		c:       c,
+		topics:  topics,
+		cb:      cb,
+		base:    base,
+		logger:  c.logger,
+		sem:     make(chan struct{}, cc.Concurrency),
+		maxPoll: cc.MaxPollRecords,
+		high:    cc.PartitionBuffer,
+		low:     cc.PartitionBuffer / 2,
+		workers: map[topicPartition]*worker{},
+		resume:  map[topicPartition]struct{}{},
+	}
+}
+
+func (s *session) groupOpts() []kgo.Opt {
+	cc := s.c.cfg.Consumer
+	start := kgo.NewOffset().AtStart()
+	if cc.OffsetReset == "latest" {
+		start = kgo.NewOffset().AtEnd()
+	}
+	return []kgo.Opt{
+		kgo.ConsumerGroup(s.c.groupID),
+		kgo.ConsumeTopics(s.topics...),
+		kgo.ConsumeStartOffset(start),
+		kgo.ConsumeResetOffset(start),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(cc.CommitInterval.D()),
+		kgo.AutoCommitCallback(s.onAutoCommit),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+		kgo.SessionTimeout(cc.SessionTimeout.D()),
+		kgo.RebalanceTimeout(cc.RebalanceTimeout.D()),
+		kgo.HeartbeatInterval(cc.HeartbeatInterval.D()),
+		kgo.FetchMaxBytes(int32(cc.FetchMaxBytes)),
+	}
+}
+
+// poll runs the poll loop until ctx ends, stop is closed, or a fatal error.
+func (s *session) poll(ctx context.Context, stop <-chan struct{}) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // ends with poll: cancel is deferred above
+		select {
+		case <-stop:
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	for {
+		pctx, pcancel := context.WithCancel(runCtx)
+		s.mu.Lock()
+		s.pollCancel = pcancel
+		resume := s.takeResumes()
+		s.mu.Unlock()
+		if len(resume) > 0 {
+			s.cl.ResumeFetchPartitions(resume)
+		}
+		fetches := s.cl.PollRecords(pctx, s.maxPoll)
+		s.mu.Lock()
+		s.pollCancel = nil
+		s.mu.Unlock()
+		woken := pctx.Err() != nil
+		pcancel()
+		if runCtx.Err() != nil {
+			s.cl.AllowRebalance()
+			return nil
+		}
+		var fatal error
+		fetches.EachError(func(topic string, partition int32, err error) {
+			switch {
+			case woken && errors.Is(err, context.Canceled):
+			case errors.Is(err, kgo.ErrClientClosed):
+				fatal = fmt.Errorf("mq: consume: %w", ErrClosed)
+			case fatalGroupErr(err):
+				fatal = fmt.Errorf("mq: consume group %s, topics %s: %w", s.c.groupID, strings.Join(s.topics, ","), err)
+			default:
+				s.logger.Warn("mq: fetch error, retrying", clog.String("topic", topic), clog.Int32("partition", partition), clog.Err(err))
+			}
+		})
+		if fatal != nil {
+			s.cl.AllowRebalance()
+			s.logger.Error("mq: consuming stopped", clog.Err(fatal))
+			return fatal
+		}
+		s.dispatch(fetches)
+		s.cl.AllowRebalance()
+	}
+}
+
+// takeResumes returns the partitions to resume; s.mu is held.
+func (s *session) takeResumes() map[string][]int32 {
+	if len(s.resume) == 0 {
+		return nil
+	}
+	out := map[string][]int32{}
+	for tp := range s.resume {
+		out[tp.topic] = append(out[tp.topic], tp.partition)
+	}
+	clear(s.resume)
+	return out
+}
+
+// requestResume asks the poll loop to resume a drained partition.
+func (s *session) requestResume(tp topicPartition) {
+	s.mu.Lock()
+	s.resume[tp] = struct{}{}
+	if s.pollCancel != nil {
+		s.pollCancel()
+	}
+	s.mu.Unlock()
+}
+
+// dispatch hands each partition's records to its worker.
+func (s *session) dispatch(fetches kgo.Fetches) {
+	var pause map[string][]int32
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		tp := topicPartition{p.Topic, p.Partition}
+		s.mu.Lock()
+		w := s.workers[tp]
+		s.mu.Unlock()
+		if w == nil {
+			// Cannot happen with BlockRebalanceOnPoll; not processed, not marked.
+			s.logger.Warn("mq: records of a partition this member does not own, left for its owner", clog.String("partition", tp.String()))
+			return
+		}
+		if w.enqueue(p.Records, s.high) {
+			if pause == nil {
+				pause = map[string][]int32{}
+			}
+			pause[p.Topic] = append(pause[p.Topic], p.Partition)
+		}
+	})
+	if pause != nil {
+		s.cl.PauseFetchPartitions(pause)
+	}
+}
+
+// assigned starts a worker per new partition (franz-go's group goroutine).
+func (s *session) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for topic, partitions := range assigned {
+		for _, p := range partitions {
+			tp := topicPartition{topic, p}
+			if s.workers[tp] != nil {
+				continue
+			}
+			w := newWorker(s, tp)
+			s.workers[tp] = w
+			go w.run()
+		}
+	}
+	s.logger.Info("mq: partitions assigned", clog.String("partitions", formatPartitions(assigned)))
+}
+
+// revoked stops the workers of revoked partitions, cancelling their
+// callbacks' ctx, and commits what they processed while still the owner.
+func (s *session) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	s.stopWorkers(s.takeWorkers(revoked), true)
+	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
+	defer cancel()
+	if err := cl.CommitMarkedOffsets(cctx); err != nil {
+		s.logger.Warn("mq: commit on revoke failed; the next owner re-reads from the last commit", clog.Err(err))
+	}
+	if len(revoked) > 0 {
+		s.logger.Info("mq: partitions revoked", clog.String("partitions", formatPartitions(revoked)))
+	}
+}
+
+// lost stops the workers of lost partitions; nothing is committed: this
+// member no longer owns them.
+func (s *session) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.stopWorkers(s.takeWorkers(lost), true)
+	if len(lost) > 0 {
+		s.logger.Warn("mq: partitions lost; their uncommitted messages will be redelivered", clog.String("partitions", formatPartitions(lost)))
+	}
+}
+
+// takeWorkers removes the workers of parts (all when parts is nil).
+func (s *session) takeWorkers(parts map[string][]int32) []*worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ws []*worker
+	if parts == nil {
+		for tp, w := range s.workers {
+			ws = append(ws, w)
+			delete(s.workers, tp)
+		}
+		return ws
+	}
+	for topic, partitions := range parts {
+		for _, p := range partitions {
+			tp := topicPartition{topic, p}
+			if w := s.workers[tp]; w != nil {
+				ws = append(ws, w)
+				delete(s.workers, tp)
+			}
+		}
+	}
+	return ws
+}
+
+// stopWorkers stops ws and waits for them, then resumes the partitions
+// they had paused so that a later assignment fetches them again.
+func (s *session) stopWorkers(ws []*worker, cancel bool) {
+	for _, w := range ws {
+		w.stop(cancel)
+	}
+	var resume map[string][]int32
+	for _, w := range ws {
+		<-w.done
+		if w.isPaused() {
+			if resume == nil {
+				resume = map[string][]int32{}
+			}
+			resume[w.tp.topic] = append(resume[w.tp.topic], w.tp.partition)
+		}
+	}
+	if resume != nil {
+		s.cl.ResumeFetchPartitions(resume)
+	}
+}
+
+// shutdown stops every worker (in-flight callbacks finish; their ctx is
+// cancelled when ctx ends), commits what was processed, and leaves the
+// group. The poll loop has returned.
+func (s *session) shutdown(ctx context.Context) error {
+	start := time.Now()
+	ws := s.takeWorkers(nil)
+	for _, w := range ws {
+		w.stop(false)
+	}
+	var errs []error
+	var stuck []string
+	for _, w := range ws {
+		if waitOrDeadline(ctx, w.done) {
+			continue
+		}
+		w.stop(true)
+		grace := time.NewTimer(closeGrace)
+		select {
+		case <-w.done:
+		case <-grace.C:
+			stuck = append(stuck, w.tp.String())
+		}
+		grace.Stop()
+	}
+	if len(stuck) > 0 {
+		sort.Strings(stuck)
+		errs = append(errs, fmt.Errorf("mq: close consumer %s: callbacks still running on %s at the deadline; their messages stay uncommitted and will be redelivered: %w",
+			s.c.groupID, strings.Join(stuck, ", "), context.DeadlineExceeded))
+	}
+	cctx, cancel := ctx, context.CancelFunc(func() {})
+	if ctx.Err() != nil {
+		// Past the deadline: still try to commit what was processed, briefly.
+		cctx, cancel = context.WithTimeout(context.Background(), closeGrace)
+	}
+	if err := s.cl.CommitMarkedOffsets(cctx); err != nil {
+		errs = append(errs, fmt.Errorf("mq: close consumer %s: commit: %w", s.c.groupID, err))
+	}
+	cancel()
+	if err := s.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() == nil {
+		errs = append(errs, fmt.Errorf("mq: close consumer %s: leave group: %w", s.c.groupID, err))
+	}
+	s.cl.Close()
+	// Workers that outlived the deadline no longer own their partitions.
+	s.logger.Info("mq: consumer closed", sinceStart(start))
+	return errors.Join(errs...)
+}
+
+// handle runs the callback for one record: the ctx carries the trace_id, a
+// panic is recovered, and an error is logged.
+func (s *session) handle(ctx context.Context, r *kgo.Record) (err error) {
+	traceID := traceIDOf(r)
+	if traceID != "" {
+		ctx = clog.WithTraceID(ctx, traceID)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("mq: callback panicked: %v", p)
+			s.logger.Error("mq: callback panicked", append(recordFields(r, traceID),
+				clog.String("panic", fmt.Sprint(p)), clog.String("stack", string(debug.Stack())))...)
+			return
+		}
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			s.logger.Warn("mq: callback failed after its partition was revoked; the message will be redelivered",
+				append(recordFields(r, traceID), clog.Err(err))...)
+			return
+		}
+		s.logger.Error("mq: callback failed", append(recordFields(r, traceID), clog.Err(err))...)
+	}()
+	return s.cb(ctx, fromRecord(r))
+}
+
+func recordFields(r *kgo.Record, traceID string) []clog.Field {
+	return []clog.Field{
+		clog.String("topic", r.Topic),
+		clog.Int32("partition", r.Partition),
+		clog.Int64("offset", r.Offset),
+		clog.String("trace_id", traceID),
+	}
+}
+
+func (s *session) onAutoCommit(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	if err == nil && resp != nil {
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
+					err = perr
+				}
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		s.logger.Warn("mq: background commit failed; retried at the next interval", clog.Err(err))
+	}
+}
+
+func formatPartitions(m map[string][]int32) string {
+	var parts []string
+	for topic, ps := range m {
+		sorted := append([]int32(nil), ps...)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+		parts = append(parts, fmt.Sprintf("%s%v", topic, sorted))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
