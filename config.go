@@ -141,6 +141,9 @@ func (d duration) D() time.Duration { return time.Duration(d) }
 func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 func (d *duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" { // unset, as encoding/json treats null for other types
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("want a duration string such as \"500ms\" or \"30s\", got %s", b)
@@ -393,6 +396,7 @@ func hasPath(doc map[string]any, path string) bool {
 		return false
 	}
 	head, rest, more := strings.Cut(path, ".")
+	head, _, _ = strings.Cut(head, "[") // "brokers[0]" is set where "brokers" is
 	v, ok := doc[head]
 	if !ok {
 		return false

@@ -216,7 +216,9 @@ func (s *session) assigned(_ context.Context, _ *kgo.Client, assigned map[string
 			go w.run()
 		}
 	}
-	s.logger.Info("mq: partitions assigned", clog.String("partitions", formatPartitions(assigned)))
+	if len(assigned) > 0 {
+		s.logger.Info("mq: partitions assigned", clog.String("partitions", formatPartitions(assigned)))
+	}
 }
 
 // revoked stops the workers of revoked partitions, cancelling their
