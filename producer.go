@@ -234,10 +234,10 @@ func (p *producer) Close() error {
 	return p.shutdown(ctx)
 }
 
-// shutdown closes the producer, flushing until ctx ends. Messages still
-// buffered then fail with ErrClosed through their callbacks; shutdown waits
-// for every callback, at most a second past ctx's end for callbacks that do
-// not return.
+// shutdown closes the producer by ctx's deadline: it flushes until a
+// reserve of the time is left (a third, at most two seconds), then fails
+// what is still buffered with ErrClosed and waits, for the rest of the
+// time, for every callback to have run.
 func (p *producer) shutdown(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
@@ -245,8 +245,19 @@ func (p *producer) shutdown(ctx context.Context) error {
 		p.closed = true
 		p.mu.Unlock()
 
+		flushCtx, hard := ctx, ctx
+		if d, ok := ctx.Deadline(); ok {
+			reserve := min(2*time.Second, time.Until(d)/3)
+			var cancel context.CancelFunc
+			flushCtx, cancel = context.WithDeadline(ctx, d.Add(-reserve))
+			defer cancel()
+		} else {
+			var cancel context.CancelFunc
+			hard, cancel = context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+		}
 		var errs []error
-		if err := p.cl.Flush(ctx); err != nil {
+		if err := p.cl.Flush(flushCtx); err != nil {
 			errs = append(errs, fmt.Errorf("mq: close producer: flush: %d messages not delivered in time, failing them: %w",
 				p.cl.BufferedProduceRecords(), err))
 		}
@@ -257,23 +268,16 @@ func (p *producer) shutdown(ctx context.Context) error {
 			p.inflight.Wait()
 			close(waited)
 		}()
-		grace := time.NewTimer(time.Second)
-		defer grace.Stop()
 		select {
 		case <-waited:
 			p.cbs.close()
-		case <-ctx.Done():
-			select {
-			case <-waited:
+		case <-hard.Done():
+			// A callback does not return: stop the runner once it does.
+			go func() {
+				<-waited
 				p.cbs.close()
-			case <-grace.C:
-				// A callback does not return: stop the runner once it does.
-				go func() {
-					<-waited
-					p.cbs.close()
-				}()
-				errs = append(errs, fmt.Errorf("mq: close producer: %d send callbacks still running: %w", len(p.slots), ctx.Err()))
-			}
+			}()
+			errs = append(errs, fmt.Errorf("mq: close producer: %d send callbacks still running: %w", len(p.slots), context.DeadlineExceeded))
 		}
 		p.closeErr = errors.Join(errs...)
 		p.logger.Info("mq: producer closed")

@@ -20,7 +20,7 @@ import (
 const commitTimeout = 10 * time.Second
 
 // closeGrace is how long shutdown still waits for callbacks after it
-// cancelled their ctx at the deadline.
+// cancelled their ctx, when its ctx has no deadline.
 const closeGrace = time.Second
 
 type topicPartition struct {
@@ -290,10 +290,22 @@ func (s *session) stopWorkers(ws []*worker, cancel bool) {
 }
 
 // shutdown stops every worker (in-flight callbacks finish; their ctx is
-// cancelled when ctx ends), commits what was processed, and leaves the
-// group. The poll loop has returned.
+// cancelled when time runs short), commits what was processed, and leaves
+// the group, returning by ctx's deadline. The poll loop has returned.
+//
+// Of the time ctx leaves, callbacks get all but a reserve (a third, at most
+// two seconds); then their ctx is cancelled and they get half the reserve
+// to return; the commit and the leave get the rest.
 func (s *session) shutdown(ctx context.Context) error {
 	start := time.Now()
+	soft, grace := ctx, closeGrace
+	if d, ok := ctx.Deadline(); ok {
+		reserve := min(2*time.Second, time.Until(d)/3)
+		var cancel context.CancelFunc
+		soft, cancel = context.WithDeadline(ctx, d.Add(-reserve))
+		defer cancel()
+		grace = reserve / 2
+	}
 	ws := s.takeWorkers(nil)
 	for _, w := range ws {
 		w.stop(false)
@@ -301,37 +313,30 @@ func (s *session) shutdown(ctx context.Context) error {
 	var errs []error
 	var stuck []string
 	for _, w := range ws {
-		if waitOrDeadline(ctx, w.done) {
+		if waitOrDeadline(soft, w.done) {
 			continue
 		}
 		w.stop(true)
-		grace := time.NewTimer(closeGrace)
+		t := time.NewTimer(grace)
 		select {
 		case <-w.done:
-		case <-grace.C:
+		case <-t.C:
 			stuck = append(stuck, w.tp.String())
 		}
-		grace.Stop()
+		t.Stop()
 	}
 	if len(stuck) > 0 {
 		sort.Strings(stuck)
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: callbacks still running on %s at the deadline; their messages stay uncommitted and will be redelivered: %w",
 			s.c.groupID, strings.Join(stuck, ", "), context.DeadlineExceeded))
 	}
-	cctx, cancel := ctx, context.CancelFunc(func() {})
-	if ctx.Err() != nil {
-		// Past the deadline: still try to commit what was processed, briefly.
-		cctx, cancel = context.WithTimeout(context.Background(), closeGrace)
-	}
-	if err := s.cl.CommitMarkedOffsets(cctx); err != nil {
+	if err := s.cl.CommitMarkedOffsets(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: commit: %w", s.c.groupID, err))
 	}
-	cancel()
 	if err := s.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() == nil {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: leave group: %w", s.c.groupID, err))
 	}
 	s.cl.Close()
-	// Workers that outlived the deadline no longer own their partitions.
 	s.logger.Info("mq: consumer closed", sinceStart(start))
 	return errors.Join(errs...)
 }
