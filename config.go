@@ -263,16 +263,38 @@ func parseConfig(gkey string, gdoc map[string]any, skey string, sdoc map[string]
 		var ce *ConfigError
 		if errors.As(err, &ce) {
 			ce.Key = "(defaults)"
-			switch {
-			case hasPath(sdoc, ce.Field):
-				ce.Key = skey
-			case hasPath(gdoc, ce.Field):
-				ce.Key = gkey
+			// A rule between two fields is blamed on the document that
+			// set either, the service's first.
+			for _, f := range relatedFields(ce.Field) {
+				if hasPath(sdoc, f) {
+					ce.Key = skey
+					break
+				}
+			}
+			if ce.Key == "(defaults)" {
+				for _, f := range relatedFields(ce.Field) {
+					if hasPath(gdoc, f) {
+						ce.Key = gkey
+						break
+					}
+				}
 			}
 		}
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// relatedFields returns field and the fields whose values may have made it
+// invalid.
+func relatedFields(field string) []string {
+	switch field {
+	case "producer.idempotent":
+		return []string{field, "producer.acks"}
+	case "consumer.heartbeat_interval":
+		return []string{field, "consumer.session_timeout"}
+	}
+	return []string{field}
 }
 
 func decodeInto(key string, doc map[string]any, dst *config) error {
