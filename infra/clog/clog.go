@@ -130,6 +130,14 @@ func Init(ctx context.Context, cfg *Config, opts ...Option) error {
 	return nil
 }
 
+// SetDefault replaces the process-wide default logger; nil restores the
+// built-in one.
+func SetDefault(l Logger) {
+	defaultMu.Lock()
+	defaultLogger = l
+	defaultMu.Unlock()
+}
+
 // Default returns the process-wide default logger: the one Init set, or a
 // console logger at info level on stderr.
 func Default() Logger {
