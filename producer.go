@@ -170,6 +170,9 @@ func (p *producer) accept(ctx context.Context) error {
 	if p.closed {
 		return ErrClosed
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ctx ended before the message was accepted: %w", err)
+	}
 	select {
 	case p.slots <- struct{}{}:
 	default:
