@@ -15,32 +15,45 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
+// setup is what the constructors share: the checked arguments, the
+// options, the configuration and the franz-go options derived from it.
+type setup struct {
+	ctx   context.Context
+	cfg   *config
+	o     options
+	kopts []kgo.Opt // without the producer's or the group's
+}
+
 // prepare checks the arguments common to the constructors, applies the
 // options and reads the configuration.
-func prepare(ctx context.Context, service string, opts []Option) (*config, options, error) {
+func prepare(ctx context.Context, service string, opts []Option) (setup, error) {
 	o := applyOptions(opts)
 	if service == "" || strings.ContainsAny(service, "/ \t\n") {
-		return nil, o, fmt.Errorf("%w: service name %q (want a non-empty name without '/' or spaces)", ErrInvalidArgument, service)
+		return setup{}, fmt.Errorf("%w: service name %q (want a non-empty name without '/' or spaces)", ErrInvalidArgument, service)
 	}
 	if o.env == "" || strings.Contains(o.env, "/") {
-		return nil, o, fmt.Errorf("%w: environment %q", ErrInvalidArgument, o.env)
+		return setup{}, fmt.Errorf("%w: environment %q", ErrInvalidArgument, o.env)
 	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	provider, release, err := resolveProvider(ctx, &o)
 	if err != nil {
-		return nil, o, err
+		return setup{}, err
 	}
 	defer release()
 	cfg, err := loadConfig(ctx, provider.Config(), o.env, service, o.logger)
 	if err != nil {
-		return nil, o, err
+		return setup{}, err
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = service
 	}
-	return cfg, o, nil
+	kopts, err := clientOpts(cfg, o.logger)
+	if err != nil {
+		return setup{}, err
+	}
+	return setup{ctx: ctx, cfg: cfg, o: o, kopts: kopts}, nil
 }
 
 // resolveProvider returns the Provider given by option, or one built from

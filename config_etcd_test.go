@@ -150,7 +150,8 @@ func TestEtcdConfig(t *testing.T) {
 			} else {
 				opts = append(opts, WithCoordProvider(p), WithEnv(env))
 			}
-			cfg, _, err := prepare(t.Context(), service, opts)
+			st, err := prepare(t.Context(), service, opts)
+			cfg := st.cfg
 
 			if tt.wantIs != nil {
 				if !errors.Is(err, tt.wantIs) {

@@ -336,7 +336,8 @@ func TestConfigClientIDDefaultsToServiceName(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logger, _ := cfgLogger()
-			cfg, _, err := prepare(t.Context(), cfgService, []Option{WithCoordProvider(cfgCenter(t, tt.docs)), WithEnv(cfgEnv), WithLogger(logger)})
+			st, err := prepare(t.Context(), cfgService, []Option{WithCoordProvider(cfgCenter(t, tt.docs)), WithEnv(cfgEnv), WithLogger(logger)})
+			cfg := st.cfg
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -375,7 +376,8 @@ func TestConfigEnvSelection(t *testing.T) {
 			t.Setenv(EnvEnvironment, tt.giveEnv)
 			logger, _ := cfgLogger()
 			opts := append([]Option{WithCoordProvider(cfgCenter(t, docs)), WithLogger(logger)}, tt.opts...)
-			cfg, _, err := prepare(t.Context(), cfgService, opts)
+			st, err := prepare(t.Context(), cfgService, opts)
+			cfg := st.cfg
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)

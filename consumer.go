@@ -52,20 +52,14 @@ func newConsumer(ctx context.Context, serviceName, groupID string, opts ...Optio
 	if groupID == "" || strings.ContainsAny(groupID, " \t\n") {
 		return nil, fmt.Errorf("%w: group id %q (want a non-empty id without spaces)", ErrInvalidArgument, groupID)
 	}
-	cfg, o, err := prepare(ctx, serviceName, opts)
+	st, err := prepare(ctx, serviceName, opts)
 	if err != nil {
 		return nil, err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	kopts, err := clientOpts(cfg, o.logger)
-	if err != nil {
-		return nil, err
-	}
-	kopts = append(kopts, o.clientOpts...)
+	cfg, o := st.cfg, st.o
+	kopts := append(st.kopts, o.clientOpts...)
 	// Check the brokers now, so that a bad address fails the constructor.
-	cl, err := newClient(ctx, cfg, kopts)
+	cl, err := newClient(st.ctx, cfg, kopts)
 	if err != nil {
 		return nil, err
 	}

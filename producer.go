@@ -50,20 +50,13 @@ func NewProducer(ctx context.Context, serviceName string, opts ...Option) (Produ
 }
 
 func newProducer(ctx context.Context, serviceName string, opts ...Option) (*producer, error) {
-	cfg, o, err := prepare(ctx, serviceName, opts)
+	st, err := prepare(ctx, serviceName, opts)
 	if err != nil {
 		return nil, err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	kopts, err := clientOpts(cfg, o.logger)
-	if err != nil {
-		return nil, err
-	}
-	kopts = append(kopts, producerOpts(cfg)...)
-	kopts = append(kopts, o.clientOpts...)
-	cl, err := newClient(ctx, cfg, kopts)
+	cfg, o := st.cfg, st.o
+	kopts := append(append(st.kopts, producerOpts(cfg)...), o.clientOpts...)
+	cl, err := newClient(st.ctx, cfg, kopts)
 	if err != nil {
 		return nil, err
 	}
