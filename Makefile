@@ -2,13 +2,19 @@
 MODULES := . infra/clog infra/coord
 GO_TEST := go test -race -count=1
 
-.PHONY: test test-kafka test-coord-etcd reliability fuzz bench quickstart
+.PHONY: test lint test-kafka test-coord-etcd reliability fuzz bench quickstart
 
 # Vet and tests of every module, with -race, on the in-process broker
 # (franz-go's kfake) and an embedded etcd: nothing to set up.
 test:
 	@set -e; for m in $(MODULES); do echo "== $$m"; (cd $$m && go vet ./... && $(GO_TEST) ./...); done
 	@echo "== benchmarks (vet only)"; cd benchmarks && go vet ./...
+
+# gofmt and staticcheck on every module.
+STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	@set -e; for m in $(MODULES) benchmarks; do echo "== staticcheck $$m"; (cd $$m && $(STATICCHECK) ./...); done
 
 # The same suite against a real Kafka (scripts/kafka.sh start single).
 test-kafka:

@@ -26,7 +26,6 @@ type consumer struct {
 	subscribed bool
 	closed     bool
 	stop       chan struct{} // closed by Close
-	stopCtx    context.Context
 	done       chan struct{} // closed when Subscribe has shut down
 	closeErr   error         // set before done is closed
 	closeOnce  sync.Once
