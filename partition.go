@@ -19,6 +19,7 @@ const markEvery = 100 * time.Millisecond
 type worker struct {
 	s      *session
 	tp     topicPartition
+	member string          // the group member id the partition was assigned to
 	ctx    context.Context // the callbacks' ctx; cancelled on revoke or at the close deadline
 	cancel context.CancelFunc
 
@@ -33,11 +34,12 @@ type worker struct {
 	done     chan struct{}
 }
 
-func newWorker(s *session, tp topicPartition) *worker {
+func newWorker(s *session, tp topicPartition, member string) *worker {
 	ctx, cancel := context.WithCancel(s.base)
 	return &worker{
 		s:      s,
 		tp:     tp,
+		member: member,
 		ctx:    ctx,
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),

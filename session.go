@@ -16,6 +16,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// neverAutoCommit turns franz-go's own commit loop off (AutoCommitMarks
+// cannot be combined with DisableAutoCommit): commitLoop commits instead.
+const neverAutoCommit = 100 * 365 * 24 * time.Hour
+
 // commitTimeout bounds the blocking commit made when partitions are revoked.
 const commitTimeout = 10 * time.Second
 
@@ -85,8 +89,7 @@ func (s *session) groupOpts() []kgo.Opt {
 		kgo.ConsumeStartOffset(start),
 		kgo.ConsumeResetOffset(start),
 		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(cc.CommitInterval.D()),
-		kgo.AutoCommitCallback(s.onAutoCommit),
+		kgo.AutoCommitInterval(neverAutoCommit),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
@@ -95,13 +98,22 @@ func (s *session) groupOpts() []kgo.Opt {
 		kgo.RebalanceTimeout(cc.RebalanceTimeout.D()),
 		kgo.HeartbeatInterval(cc.HeartbeatInterval.D()),
 		kgo.FetchMaxBytes(int32(cc.FetchMaxBytes)),
+		kgo.DisableClientMetrics(), // Close would wait up to 1s past its deadline for a last push
 	}
 }
 
 // poll runs the poll loop until ctx ends, stop is closed, or a fatal error.
 func (s *session) poll(ctx context.Context, stop <-chan struct{}) error {
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		s.commitLoop(runCtx)
+	}()
+	defer func() {
+		cancel()
+		<-loopDone
+	}()
 	go func() { // ends with poll: cancel is deferred above
 		select {
 		case <-stop:
@@ -202,7 +214,8 @@ func (s *session) dispatch(fetches kgo.Fetches) {
 }
 
 // assigned starts a worker per new partition (franz-go's group goroutine).
-func (s *session) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (s *session) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	member, _ := cl.GroupMetadata()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for topic, partitions := range assigned {
@@ -211,7 +224,7 @@ func (s *session) assigned(_ context.Context, _ *kgo.Client, assigned map[string
 			if s.workers[tp] != nil {
 				continue
 			}
-			w := newWorker(s, tp)
+			w := newWorker(s, tp, member)
 			s.workers[tp] = w
 			go w.run()
 		}
@@ -224,10 +237,11 @@ func (s *session) assigned(_ context.Context, _ *kgo.Client, assigned map[string
 // revoked stops the workers of revoked partitions, cancelling their
 // callbacks' ctx, and commits what they processed while still the owner.
 func (s *session) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	s.stopWorkers(s.takeWorkers(revoked), true)
+	ws := s.takeWorkers(revoked)
+	s.stopWorkers(ws, true)
 	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	defer cancel()
-	if err := cl.CommitMarkedOffsets(cctx); err != nil {
+	if err := s.commitOwned(cctx, cl, ws); err != nil {
 		s.logger.Warn("mq: commit on revoke failed; the next owner re-reads from the last commit", clog.Err(err))
 	}
 	if len(revoked) > 0 {
@@ -289,6 +303,90 @@ func (s *session) stopWorkers(ws []*worker, cancel bool) {
 	}
 }
 
+// commitLoop commits in the background, every consumer.commit_interval,
+// until ctx ends.
+func (s *session) commitLoop(ctx context.Context) {
+	t := time.NewTicker(s.c.cfg.Consumer.CommitInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.commitOwned(ctx, s.cl, nil); err != nil && ctx.Err() == nil {
+			s.logger.Warn("mq: background commit failed; retried at the next interval", clog.Err(err))
+		}
+	}
+}
+
+// commitOwned commits the marked offsets of the partitions this member
+// owns as the group member it is now: those of its workers, and of the
+// workers in stopped, assigned under the member id the client has now.
+//
+// A member the group expelled (its session timed out while a callback
+// ran, say) rejoins under a new member id, and franz-go keeps the marks of
+// its old assignment across the rejoin: committing them would commit, with
+// a valid generation, partitions another member owns by now.
+func (s *session) commitOwned(ctx context.Context, cl *kgo.Client, stopped []*worker) error {
+	member, _ := cl.GroupMetadata()
+	owned := map[topicPartition]bool{}
+	s.mu.Lock()
+	for tp, w := range s.workers {
+		owned[tp] = w.member == member
+	}
+	s.mu.Unlock()
+	for _, w := range stopped {
+		owned[w.tp] = w.member == member
+	}
+	var stale []string
+	commit := map[string]map[int32]kgo.EpochOffset{}
+	for topic, partitions := range cl.MarkedOffsets() {
+		for p, off := range partitions {
+			tp := topicPartition{topic, p}
+			mine, known := owned[tp]
+			if !known {
+				continue // revoked meanwhile: its revoke commits it
+			}
+			if !mine {
+				stale = append(stale, tp.String())
+				continue
+			}
+			if commit[topic] == nil {
+				commit[topic] = map[int32]kgo.EpochOffset{}
+			}
+			commit[topic][p] = off
+		}
+	}
+	if len(stale) > 0 {
+		sort.Strings(stale)
+		s.logger.Warn("mq: not committing partitions of an earlier membership; the group expelled this member, their messages will be redelivered",
+			clog.String("partitions", strings.Join(stale, ", ")))
+	}
+	if len(commit) == 0 {
+		return nil
+	}
+	var rerr error
+	cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			rerr = err
+			return
+		}
+		if req.MemberID != member {
+			s.logger.Error("mq: offsets committed under another membership than they were checked for",
+				clog.String("checked", member), clog.String("committed", req.MemberID))
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && rerr == nil {
+					rerr = perr
+				}
+			}
+		}
+	})
+	return rerr
+}
+
 // shutdown stops every worker (in-flight callbacks finish; their ctx is
 // cancelled when time runs short), commits what was processed, and leaves
 // the group, returning by ctx's deadline. The poll loop has returned.
@@ -330,7 +428,7 @@ func (s *session) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: callbacks still running on %s at the deadline; their messages stay uncommitted and will be redelivered: %w",
 			s.c.groupID, strings.Join(stuck, ", "), context.DeadlineExceeded))
 	}
-	if err := s.cl.CommitMarkedOffsets(ctx); err != nil {
+	if err := s.commitOwned(ctx, s.cl, ws); err != nil {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: commit: %w", s.c.groupID, err))
 	}
 	if err := s.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() == nil {
@@ -374,21 +472,6 @@ func recordFields(r *kgo.Record, traceID string) []clog.Field {
 		clog.Int32("partition", r.Partition),
 		clog.Int64("offset", r.Offset),
 		clog.String("trace_id", traceID),
-	}
-}
-
-func (s *session) onAutoCommit(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
-	if err == nil && resp != nil {
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
-					err = perr
-				}
-			}
-		}
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		s.logger.Warn("mq: background commit failed; retried at the next interval", clog.Err(err))
 	}
 }
 
