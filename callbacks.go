@@ -20,7 +20,7 @@ type completion struct {
 // is released only after its callback returned.
 type callbackRunner struct {
 	logger  clog.Logger
-	release func()
+	release func(n int)
 
 	mu    sync.Mutex
 	queue []completion
@@ -29,7 +29,7 @@ type callbackRunner struct {
 	done  chan struct{} // closed when run returns
 }
 
-func newCallbackRunner(logger clog.Logger, release func()) *callbackRunner {
+func newCallbackRunner(logger clog.Logger, release func(n int)) *callbackRunner {
 	r := &callbackRunner{
 		logger:  logger,
 		release: release,
@@ -80,7 +80,11 @@ func (r *callbackRunner) run() {
 func (r *callbackRunner) runAll(batch []completion) {
 	for _, c := range batch {
 		r.call(c)
-		r.release()
+	}
+	// One release per batch: a sender waiting for room wakes once per
+	// batch, not once per message.
+	if len(batch) > 0 {
+		r.release(len(batch))
 	}
 }
 

@@ -49,12 +49,19 @@ func newWorker(s *session, tp topicPartition, member string) *worker {
 }
 
 // enqueue adds a batch and reports whether the partition should now be
-// paused (its queue reached high).
+// paused: its worker is still behind (high records or more queued) when
+// more arrive. A queue thus holds at most high + one poll's records.
+//
+// A resumed partition is fetched again only once the fetch in flight
+// returns, which takes FetchMaxWait when the partitions it asks for have no
+// new data: pausing as soon as one poll's records reached high (one 1 MiB
+// fetch of small records does) stalled a consumer catching up for seconds.
 func (w *worker) enqueue(recs []*kgo.Record, high int) bool {
 	w.mu.Lock()
+	behind := w.queued >= high
 	w.queue = append(w.queue, recs)
 	w.queued += len(recs)
-	pause := !w.paused && w.queued >= high
+	pause := !w.paused && behind
 	if pause {
 		w.paused = true
 	}
@@ -143,6 +150,11 @@ func (w *worker) process(batch []*kgo.Record) bool {
 	defer func() { <-w.s.sem }()
 	var last *kgo.Record
 	lastMark := time.Now()
+	// The clock is read every stride records: stride doubles (up to 64)
+	// while callbacks are fast and drops to 1 when they are slow, so that
+	// a fast batch does not pay a clock read per record and a slow one is
+	// still marked every markEvery.
+	prevCheck, stride, n := lastMark, 1, 0
 	ok := true
 	for _, r := range batch {
 		if w.stopped() {
@@ -156,10 +168,21 @@ func (w *worker) process(batch []*kgo.Record) bool {
 			break
 		}
 		last = r
-		if now := time.Now(); now.Sub(lastMark) >= markEvery {
+		if n++; n < stride {
+			continue
+		}
+		n = 0
+		now := time.Now()
+		if now.Sub(lastMark) >= markEvery {
 			w.s.cl.MarkCommitRecords(r)
 			lastMark, last = now, nil
 		}
+		if now.Sub(prevCheck) < markEvery/100 {
+			stride = min(2*stride, 64)
+		} else {
+			stride = 1
+		}
+		prevCheck = now
 	}
 	if last != nil {
 		w.s.cl.MarkCommitRecords(last)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ceyewan/gochat/im-infra/clog"
@@ -19,13 +20,21 @@ type producer struct {
 	maxBytes     int
 	closeTimeout time.Duration
 
-	// slots holds a token per message accepted and not yet completed
-	// (its callback returned, or SendSync's promise fired): the buffer
-	// limit, producer.max_buffered_records.
-	slots chan struct{}
+	// buffered counts the messages accepted and not yet completed (their
+	// callback returned, or SendSync's promise fired), up to limit,
+	// producer.max_buffered_records. A sender finding no room waits on
+	// room, which release closes and replaces while waiters is non-zero.
+	buffered atomic.Int64
+	limit    int64
+	waiters  atomic.Int32
+	roomMu   sync.Mutex
+	room     chan struct{}
 	// inflight counts the same messages, for Close to wait on.
 	inflight sync.WaitGroup
 	cbs      *callbackRunner
+	promise  func(*kgo.Record, error) // p.onProduced, bound once
+	// lastTopic is the last topic name checkMessage accepted.
+	lastTopic atomic.Pointer[string]
 
 	// mu is held for reading while a message is handed to franz-go, and
 	// for writing by Close to stop new sends.
@@ -65,10 +74,12 @@ func newProducer(ctx context.Context, serviceName string, opts ...Option) (*prod
 		logger:       o.logger,
 		maxBytes:     cfg.Producer.MaxMessageBytes,
 		closeTimeout: cfg.Producer.CloseTimeout.D(),
-		slots:        make(chan struct{}, cfg.Producer.MaxBufferedRecords),
+		limit:        int64(cfg.Producer.MaxBufferedRecords),
+		room:         make(chan struct{}),
 		closing:      make(chan struct{}),
 	}
 	p.cbs = newCallbackRunner(o.logger, p.release)
+	p.promise = p.onProduced
 	o.logger.Info("mq: producer ready", append(cfg.logFields(), clog.String("acks", cfg.Producer.Acks), clog.Bool("idempotent", cfg.Producer.Idempotent))...)
 	return p, nil
 }
@@ -117,7 +128,7 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if err := checkMessage(msg, p.maxBytes); err != nil {
+	if err := p.check(msg); err != nil {
 		p.fail(callback, topicOf(msg), err)
 		return
 	}
@@ -129,10 +140,61 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 	}
 	// The record's context is not ctx: once accepted, a message is
 	// bounded by the delivery timeout, not by the caller's request.
-	p.cl.Produce(context.Background(), toRecord(ctx, msg), func(r *kgo.Record, err error) {
-		p.cbs.push(completion{cb: callback, topic: r.Topic, err: produceErr(r.Topic, err)})
-	})
+	sr := &sendRecord{}
+	fillRecord(&sr.rec, ctx, msg)
+	sr.ctx = sendCtx{Context: context.Background(), cb: callback}
+	sr.rec.Context = &sr.ctx
+	p.cl.Produce(context.Background(), &sr.rec, p.promise)
 	p.mu.RUnlock()
+}
+
+// sendRecord is a Send's record and callback in one allocation: the
+// record's Context carries the callback to p.onProduced, so that Send
+// allocates no closure per message.
+type sendRecord struct {
+	rec kgo.Record
+	ctx sendCtx
+}
+
+type sendCtxKey struct{}
+
+// sendCtx is found through Value even when a hook (kotel) wraps the
+// record's context.
+type sendCtx struct {
+	context.Context
+	cb func(error)
+}
+
+func (c *sendCtx) Value(key any) any {
+	if key == (sendCtxKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// onProduced is the promise of every Send.
+func (p *producer) onProduced(r *kgo.Record, err error) {
+	var cb func(error)
+	if sc, ok := r.Context.Value(sendCtxKey{}).(*sendCtx); ok {
+		cb = sc.cb
+	}
+	p.cbs.push(completion{cb: cb, topic: r.Topic, err: produceErr(r.Topic, err)})
+}
+
+// check is checkMessage, skipping the topic name's check when it is the
+// topic last accepted.
+func (p *producer) check(msg *Message) error {
+	if msg != nil {
+		if last := p.lastTopic.Load(); last != nil && *last == msg.Topic {
+			return checkMessageBody(msg, p.maxBytes)
+		}
+	}
+	if err := checkMessage(msg, p.maxBytes); err != nil {
+		return err
+	}
+	topic := msg.Topic
+	p.lastTopic.Store(&topic)
+	return nil
 }
 
 // SendSync implements Producer.
@@ -140,7 +202,7 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if err := checkMessage(msg, p.maxBytes); err != nil {
+	if err := p.check(msg); err != nil {
 		return sendErr(topicOf(msg), err)
 	}
 	p.mu.RLock()
@@ -151,7 +213,7 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 	done := make(chan error, 1)
 	p.cl.Produce(context.Background(), toRecord(ctx, msg), func(r *kgo.Record, err error) {
 		done <- produceErr(r.Topic, err)
-		p.release()
+		p.release(1)
 	})
 	p.mu.RUnlock()
 	select {
@@ -171,25 +233,47 @@ func (p *producer) accept(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ctx ended before the message was accepted: %w", err)
 	}
-	select {
-	case p.slots <- struct{}{}:
-	default:
-		select {
-		case p.slots <- struct{}{}:
-		case <-ctx.Done():
-			return fmt.Errorf("buffer full (producer.max_buffered_records %d) until ctx ended: %w", cap(p.slots), ctx.Err())
-		case <-p.closing:
-			return ErrClosed
+	for p.buffered.Add(1) > p.limit {
+		p.buffered.Add(-1)
+		if err := p.waitRoom(ctx); err != nil {
+			return err
 		}
 	}
 	p.inflight.Add(1)
 	return nil
 }
 
-// release returns the slot of a completed message.
-func (p *producer) release() {
-	<-p.slots
-	p.inflight.Done()
+// waitRoom waits until a slot may have been released.
+func (p *producer) waitRoom(ctx context.Context) error {
+	p.waiters.Add(1)
+	defer p.waiters.Add(-1)
+	p.roomMu.Lock()
+	room := p.room
+	p.roomMu.Unlock()
+	if p.buffered.Load() < p.limit { // released before we registered
+		return nil
+	}
+	select {
+	case <-room:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("buffer full (producer.max_buffered_records %d) until ctx ended: %w", p.limit, ctx.Err())
+	case <-p.closing:
+		return ErrClosed
+	}
+}
+
+// release returns the slots of n completed messages, waking the senders
+// waiting for room.
+func (p *producer) release(n int) {
+	p.buffered.Add(-int64(n))
+	p.inflight.Add(-n)
+	if p.waiters.Load() > 0 {
+		p.roomMu.Lock()
+		close(p.room)
+		p.room = make(chan struct{})
+		p.roomMu.Unlock()
+	}
 }
 
 // fail reports an error found before the message was accepted.
@@ -278,7 +362,7 @@ func (p *producer) shutdown(ctx context.Context) error {
 				<-waited
 				p.cbs.close()
 			}()
-			errs = append(errs, fmt.Errorf("mq: close producer: %d send callbacks still running: %w", len(p.slots), context.DeadlineExceeded))
+			errs = append(errs, fmt.Errorf("mq: close producer: %d send callbacks still running: %w", p.buffered.Load(), context.DeadlineExceeded))
 		}
 		p.closeErr = errors.Join(errs...)
 		p.logger.Info("mq: producer closed")

@@ -27,6 +27,11 @@ func checkMessage(msg *Message, maxBytes int) error {
 	if err := checkTopic(msg.Topic); err != nil {
 		return err
 	}
+	return checkMessageBody(msg, maxBytes)
+}
+
+// checkMessageBody is checkMessage without the topic name's check.
+func checkMessageBody(msg *Message, maxBytes int) error {
 	size := len(msg.Key) + len(msg.Value)
 	for k, v := range msg.Headers {
 		if k == "" || !utf8.ValidString(k) {
@@ -61,7 +66,14 @@ func checkTopic(topic string) error {
 // depend on map order. Key, Value and header values are not copied: the
 // caller must not modify them until the message completes.
 func toRecord(ctx context.Context, msg *Message) *kgo.Record {
-	r := &kgo.Record{Topic: msg.Topic, Key: msg.Key, Value: msg.Value}
+	r := new(kgo.Record)
+	fillRecord(r, ctx, msg)
+	return r
+}
+
+// fillRecord is toRecord into a record the caller allocated.
+func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
+	r.Topic, r.Key, r.Value = msg.Topic, msg.Key, msg.Value
 	traceID := ""
 	if _, ok := msg.Headers[TraceIDHeader]; !ok && ctx != nil {
 		traceID = clog.TraceIDFromContext(ctx)
@@ -71,7 +83,7 @@ func toRecord(ctx context.Context, msg *Message) *kgo.Record {
 		n++
 	}
 	if n == 0 {
-		return r
+		return
 	}
 	r.Headers = make([]kgo.RecordHeader, 0, n)
 	for k, v := range msg.Headers {
@@ -83,7 +95,6 @@ func toRecord(ctx context.Context, msg *Message) *kgo.Record {
 	if len(r.Headers) > 1 {
 		slices.SortFunc(r.Headers, func(a, b kgo.RecordHeader) int { return strings.Compare(a.Key, b.Key) })
 	}
-	return r
 }
 
 // fromRecord converts a consumed record. When a header key repeats, the

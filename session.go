@@ -20,6 +20,11 @@ import (
 // cannot be combined with DisableAutoCommit): commitLoop commits instead.
 const neverAutoCommit = 100 * 365 * 24 * time.Hour
 
+// fetchMaxWait is how long a broker may hold a fetch that finds no data:
+// Java's and librdkafka's default, not franz-go's 5s, because a resumed
+// partition waits for the fetch in flight (see worker.enqueue).
+const fetchMaxWait = 500 * time.Millisecond
+
 // commitTimeout bounds the blocking commit made when partitions are revoked.
 const commitTimeout = 10 * time.Second
 
@@ -98,6 +103,7 @@ func (s *session) groupOpts() []kgo.Opt {
 		kgo.RebalanceTimeout(cc.RebalanceTimeout.D()),
 		kgo.HeartbeatInterval(cc.HeartbeatInterval.D()),
 		kgo.FetchMaxBytes(int32(cc.FetchMaxBytes)),
+		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.DisableClientMetrics(), // Close would wait up to 1s past its deadline for a last push
 	}
 }
