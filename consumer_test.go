@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -470,4 +471,46 @@ func TestSubscribeBadInput(t *testing.T) {
 			t.Fatal("Subscribe did not return after its ctx ended")
 		}
 	})
+}
+
+// A callback may keep the *Message it was given: each one stays its own,
+// unchanged by the callbacks after it (Messages are allocated in slabs).
+func TestCallbackMayKeepMessage(t *testing.T) {
+	k := mqtest.New(t)
+	topic := k.NewTopic(t, 2)
+	const n = 1000 // several slabs per partition
+	produceN(t, newProducer(t, k, "svc-p"), topic, 0, n, 7)
+
+	var mu sync.Mutex
+	var kept []*mq.Message
+	c := newConsumer(t, k, "svc-c", mqtest.UniqueName(t))
+	s := subscribe(t, c, []string{topic}, func(_ context.Context, msg *mq.Message) error {
+		mu.Lock()
+		kept = append(kept, msg)
+		mu.Unlock()
+		return nil
+	})
+	eventually(t, "every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(kept) >= n
+	})
+	s.close(t)
+
+	seen := map[*mq.Message]bool{}
+	values := map[string]bool{}
+	for _, m := range kept {
+		if seen[m] {
+			t.Fatalf("the same *Message was passed twice (%s)", m.Value)
+		}
+		seen[m] = true
+		i, err := strconv.Atoi(strings.TrimPrefix(string(m.Value), "v"))
+		if err != nil || m.Topic != topic || string(m.Key) != "k"+strconv.Itoa(i%7) {
+			t.Fatalf("kept message changed: topic %q key %q value %q", m.Topic, m.Key, m.Value)
+		}
+		values[string(m.Value)] = true
+	}
+	if len(kept) != n || len(values) != n {
+		t.Fatalf("%d messages kept, %d distinct values; want %d", len(kept), len(values), n)
+	}
 }

@@ -63,7 +63,13 @@ type Producer interface {
 	// before the message is accepted (ErrNilMessage, ErrClosed, …) reach
 	// callback before Send returns. A nil callback is allowed; failures are
 	// then logged. ctx only bounds the wait for buffer room: once accepted,
-	// delivery is bounded by the configured delivery timeout.
+	// delivery is bounded by the configured delivery timeout. Callbacks
+	// run one at a time, in completion order, on a goroutine of the
+	// producer's: a slow callback delays the callbacks after it, never
+	// delivery. A Send racing with Close is either flushed by Close or
+	// fails with ErrClosed. msg is not kept: the caller may reuse it once
+	// Send returned, but not its Key, Value or header values until
+	// callback ran.
 	Send(ctx context.Context, msg *Message, callback func(error))
 
 	// SendSync sends msg and waits until the broker acknowledged it or ctx
@@ -84,7 +90,8 @@ type Producer interface {
 // as an error. ctx carries the message's trace_id (clog.WithContext(ctx)
 // logs it) and is cancelled when the message's partition is revoked or the
 // consumer gives up waiting on Close; an error returned once ctx is cancelled
-// leaves the message uncommitted, so it is delivered again.
+// leaves the message uncommitted, so it is delivered again. The callback may
+// keep msg; its Key and Value share memory with the fetched batch.
 type ConsumeCallback func(ctx context.Context, msg *Message) error
 
 // Consumer is a member of a consumer group.

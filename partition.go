@@ -8,6 +8,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// slabLen is how many Messages a worker allocates at once: one allocation
+// per slabLen records instead of one per record. A callback that keeps a
+// *Message keeps its slab alive, as it already keeps the fetch buffer its
+// Key and Value point into.
+const slabLen = 256
+
 // markEvery is how often a worker marks its progress while working through
 // a batch of slow callbacks; a batch is always marked when it ends.
 const markEvery = 100 * time.Millisecond
@@ -156,12 +162,18 @@ func (w *worker) process(batch []*kgo.Record) bool {
 	// still marked every markEvery.
 	prevCheck, stride, n := lastMark, 1, 0
 	ok := true
-	for _, r := range batch {
+	var slab []Message
+	for i, r := range batch {
 		if w.stopped() {
 			ok = false
 			break
 		}
-		if err := w.s.handle(w.ctx, r); err != nil && w.ctx.Err() != nil {
+		if len(slab) == 0 {
+			slab = make([]Message, min(slabLen, len(batch)-i))
+		}
+		m := &slab[0]
+		slab = slab[1:]
+		if err := w.s.handle(w.ctx, r, m); err != nil && w.ctx.Err() != nil {
 			// Revoked or given up on while running: not done, so not
 			// marked; the partition's next owner redelivers it.
 			ok = false

@@ -24,25 +24,31 @@ type producer struct {
 	// callback returned, or SendSync's promise fired), up to limit,
 	// producer.max_buffered_records. A sender finding no room waits on
 	// room, which release closes and replaces while waiters is non-zero.
+	// Every decrement goes through done, which closes drained when the
+	// count reaches zero after Close started.
 	buffered atomic.Int64
 	limit    int64
 	waiters  atomic.Int32
 	roomMu   sync.Mutex
 	room     chan struct{}
-	// inflight counts the same messages, for Close to wait on.
-	inflight sync.WaitGroup
 	cbs      *callbackRunner
 	promise  func(*kgo.Record, error) // p.onProduced, bound once
+	// records recycles Send's records: franz-go is done with a record
+	// once its promise returned.
+	records sync.Pool
 	// lastTopic is the last topic name checkMessage accepted.
 	lastTopic atomic.Pointer[string]
 
-	// mu is held for reading while a message is handed to franz-go, and
-	// for writing by Close to stop new sends.
-	mu        sync.RWMutex
-	closed    bool
-	closing   chan struct{} // closed when Close starts: sends waiting for room give up
-	closeOnce sync.Once
-	closeErr  error
+	// closed is set when Close starts. A sender increments buffered
+	// before it loads closed, and Close stores closed before it loads
+	// buffered, so either the sender sees closed or Close waits for its
+	// message (see accept).
+	closed      atomic.Bool
+	closing     chan struct{} // closed when Close starts: sends waiting for room give up
+	drained     chan struct{} // closed when buffered reaches zero after Close started
+	drainedOnce sync.Once
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 var _ Producer = (*producer)(nil)
@@ -77,8 +83,10 @@ func newProducer(ctx context.Context, serviceName string, opts ...Option) (*prod
 		limit:        int64(cfg.Producer.MaxBufferedRecords),
 		room:         make(chan struct{}),
 		closing:      make(chan struct{}),
+		drained:      make(chan struct{}),
 	}
-	p.cbs = newCallbackRunner(o.logger, p.release)
+	p.records.New = func() any { return new(sendRecord) }
+	p.cbs = newCallbackRunner(o.logger, p.release, p.recycle)
 	p.promise = p.onProduced
 	o.logger.Info("mq: producer ready", append(cfg.logFields(), clog.String("acks", cfg.Producer.Acks), clog.Bool("idempotent", cfg.Producer.Idempotent))...)
 	return p, nil
@@ -132,53 +140,62 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 		p.fail(callback, topicOf(msg), err)
 		return
 	}
-	p.mu.RLock()
 	if err := p.accept(ctx); err != nil {
-		p.mu.RUnlock()
 		p.fail(callback, msg.Topic, err)
 		return
 	}
-	// The record's context is not ctx: once accepted, a message is
-	// bounded by the delivery timeout, not by the caller's request.
-	sr := &sendRecord{}
+	sr := p.records.Get().(*sendRecord) // zeroed by onProduced
+	sr.rec.Context = sr
 	fillRecord(&sr.rec, ctx, msg)
-	sr.ctx = sendCtx{Context: context.Background(), cb: callback}
-	sr.rec.Context = &sr.ctx
+	sr.cb = callback
+	// The record's context is not ctx: once accepted, a message is
+	// bounded by the delivery timeout, not by the caller's request. A
+	// Send racing with Close may reach franz-go after the client closed:
+	// franz-go then fails the record, and its callback gets ErrClosed.
 	p.cl.Produce(context.Background(), &sr.rec, p.promise)
-	p.mu.RUnlock()
 }
 
-// sendRecord is a Send's record and callback in one allocation: the
-// record's Context carries the callback to p.onProduced, so that Send
-// allocates no closure per message.
+// sendRecord is a Send's record, callback and outcome in one allocation,
+// recycled through producer.records. It is the record's Context, so that
+// p.onProduced finds it without a closure per message, even when a hook
+// (kotel) wraps the record's context.
 type sendRecord struct {
-	rec kgo.Record
-	ctx sendCtx
+	rec  kgo.Record
+	cb   func(error)
+	err  error       // the outcome, set by onProduced
+	next *sendRecord // in the callbackRunner's stack
 }
 
-type sendCtxKey struct{}
+type sendRecordKey struct{}
 
-// sendCtx is found through Value even when a hook (kotel) wraps the
-// record's context.
-type sendCtx struct {
-	context.Context
-	cb func(error)
-}
-
-func (c *sendCtx) Value(key any) any {
-	if key == (sendCtxKey{}) {
-		return c
+func (sr *sendRecord) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (sr *sendRecord) Done() <-chan struct{}       { return nil }
+func (sr *sendRecord) Err() error                  { return nil }
+func (sr *sendRecord) Value(key any) any {
+	if key == (sendRecordKey{}) {
+		return sr
 	}
-	return c.Context.Value(key)
+	return nil
 }
 
 // onProduced is the promise of every Send.
 func (p *producer) onProduced(r *kgo.Record, err error) {
-	var cb func(error)
-	if sc, ok := r.Context.Value(sendCtxKey{}).(*sendCtx); ok {
-		cb = sc.cb
+	sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord)
+	if !ok {
+		// Cannot happen: every record Send hands over is a sendRecord's.
+		sr = &sendRecord{rec: kgo.Record{Topic: r.Topic}}
 	}
-	p.cbs.push(completion{cb: cb, topic: r.Topic, err: produceErr(r.Topic, err)})
+	sr.err = produceErr(r.Topic, err)
+	p.cbs.push(sr)
+}
+
+// recycle zeroes sr, keeping its headers' capacity, and returns it to the
+// pool once its callback ran: franz-go is done with a record once its
+// promise returned.
+func (p *producer) recycle(sr *sendRecord) {
+	clear(sr.rec.Headers) // drop the caller's header values
+	*sr = sendRecord{rec: kgo.Record{Headers: sr.rec.Headers[:0]}}
+	p.records.Put(sr)
 }
 
 // check is checkMessage, skipping the topic name's check when it is the
@@ -205,9 +222,7 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 	if err := p.check(msg); err != nil {
 		return sendErr(topicOf(msg), err)
 	}
-	p.mu.RLock()
 	if err := p.accept(ctx); err != nil {
-		p.mu.RUnlock()
 		return sendErr(msg.Topic, err)
 	}
 	done := make(chan error, 1)
@@ -215,7 +230,6 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 		done <- produceErr(r.Topic, err)
 		p.release(1)
 	})
-	p.mu.RUnlock()
 	select {
 	case err := <-done:
 		return err
@@ -225,22 +239,26 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 }
 
 // accept takes a slot for one message, waiting for room until ctx ends or
-// Close starts. Callers hold p.mu for reading.
+// Close starts.
 func (p *producer) accept(ctx context.Context) error {
-	if p.closed {
-		return ErrClosed
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ctx ended before the message was accepted: %w", err)
 	}
-	for p.buffered.Add(1) > p.limit {
-		p.buffered.Add(-1)
+	for {
+		n := p.buffered.Add(1)
+		// closed is loaded after the increment: see producer.closed.
+		if p.closed.Load() {
+			p.done(1)
+			return ErrClosed
+		}
+		if n <= p.limit {
+			return nil
+		}
+		p.done(1)
 		if err := p.waitRoom(ctx); err != nil {
 			return err
 		}
 	}
-	p.inflight.Add(1)
-	return nil
 }
 
 // waitRoom waits until a slot may have been released.
@@ -266,13 +284,20 @@ func (p *producer) waitRoom(ctx context.Context) error {
 // release returns the slots of n completed messages, waking the senders
 // waiting for room.
 func (p *producer) release(n int) {
-	p.buffered.Add(-int64(n))
-	p.inflight.Add(-n)
+	p.done(n)
 	if p.waiters.Load() > 0 {
 		p.roomMu.Lock()
 		close(p.room)
 		p.room = make(chan struct{})
 		p.roomMu.Unlock()
+	}
+}
+
+// done takes n from buffered, and closes drained when that leaves nothing
+// after Close started.
+func (p *producer) done(n int) {
+	if p.buffered.Add(-int64(n)) == 0 && p.closed.Load() {
+		p.drainedOnce.Do(func() { close(p.drained) })
 	}
 }
 
@@ -325,10 +350,11 @@ func (p *producer) Close() error {
 // time, for every callback to have run.
 func (p *producer) shutdown(ctx context.Context) error {
 	p.closeOnce.Do(func() {
+		p.closed.Store(true)
 		close(p.closing)
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
+		if p.buffered.Load() == 0 {
+			p.drainedOnce.Do(func() { close(p.drained) })
+		}
 
 		flushCtx, hard := ctx, ctx
 		if d, ok := ctx.Deadline(); ok {
@@ -348,18 +374,13 @@ func (p *producer) shutdown(ctx context.Context) error {
 		}
 		p.cl.Close()
 
-		waited := make(chan struct{})
-		go func() {
-			p.inflight.Wait()
-			close(waited)
-		}()
 		select {
-		case <-waited:
+		case <-p.drained:
 			p.cbs.close()
 		case <-hard.Done():
 			// A callback does not return: stop the runner once it does.
 			go func() {
-				<-waited
+				<-p.drained
 				p.cbs.close()
 			}()
 			errs = append(errs, fmt.Errorf("mq: close producer: %d send callbacks still running: %w", p.buffered.Load(), context.DeadlineExceeded))

@@ -3,6 +3,7 @@ package mq_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ceyewan/gochat/im-infra/clog"
 	"github.com/ceyewan/gochat/im-infra/mq"
 	"github.com/ceyewan/gochat/im-infra/mq/mqtest"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -292,4 +294,109 @@ func TestNewProducerUnreachableBrokers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Sends racing with Close: every callback runs exactly once, with nil or
+// ErrClosed, Close returns only after the callbacks of the messages it
+// accepted ran, and the broker holds exactly the messages whose callback
+// got nil, each with its own headers (records are recycled between sends).
+func TestSendRacingCloseCallsEveryCallbackOnce(t *testing.T) {
+	k := mqtest.New(t)
+	topic := k.NewTopic(t, 3)
+	p := newProducer(t, k, "svc-race")
+	ctx := testCtx(t)
+
+	const senders, perSender = 8, 1500
+	const n = senders * perSender
+	calls := make([]atomic.Int32, n)
+	var delivered, closedErrs, otherErrs, returned atomic.Int64
+	var firstOther atomic.Value
+	headersOf := func(i int) map[string][]byte {
+		switch i % 3 {
+		case 0:
+			return nil
+		case 1:
+			return map[string][]byte{"seq": []byte(strconv.Itoa(i))}
+		default:
+			return map[string][]byte{"seq": []byte(strconv.Itoa(i)), "a": nil, "z": []byte("last")}
+		}
+	}
+	startClose := make(chan struct{})
+	var closeOnce sync.Once
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range perSender {
+				i := s*perSender + j
+				sctx := ctx
+				if i%5 == 0 {
+					sctx = clog.WithTraceID(ctx, "t"+strconv.Itoa(i))
+				}
+				msg := &mq.Message{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(value(i)), Headers: headersOf(i)}
+				p.Send(sctx, msg, func(err error) {
+					calls[i].Add(1)
+					returned.Add(1)
+					switch {
+					case err == nil:
+						delivered.Add(1)
+					case errors.Is(err, mq.ErrClosed):
+						closedErrs.Add(1)
+					default:
+						if otherErrs.Add(1) == 1 {
+							firstOther.Store(err)
+						}
+					}
+				})
+				if returned.Load() > n/4 {
+					closeOnce.Do(func() { close(startClose) })
+				}
+			}
+		}()
+	}
+	<-startClose
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wg.Wait()
+	if otherErrs.Load() > 0 {
+		t.Fatalf("%d callbacks got an error other than ErrClosed, first: %v", otherErrs.Load(), firstOther.Load())
+	}
+	for i := range calls {
+		if c := calls[i].Load(); c != 1 {
+			t.Fatalf("message %d: callback ran %d times", i, c)
+		}
+	}
+	if delivered.Load() == 0 || closedErrs.Load() == 0 {
+		t.Fatalf("%d delivered, %d ErrClosed: the race did not happen", delivered.Load(), closedErrs.Load())
+	}
+	recs, err := k.ReadAll(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(recs)) != delivered.Load() {
+		t.Fatalf("broker holds %d messages, %d callbacks got nil", len(recs), delivered.Load())
+	}
+	for _, r := range recs {
+		i, err := strconv.Atoi(string(r.Key))
+		if err != nil || string(r.Value) != value(i) {
+			t.Fatalf("record key %q value %q", r.Key, r.Value)
+		}
+		want := map[string]string{}
+		for k, v := range headersOf(i) {
+			want[k] = string(v)
+		}
+		if i%5 == 0 {
+			want[mq.TraceIDHeader] = "t" + strconv.Itoa(i)
+		}
+		got := map[string]string{}
+		for _, h := range r.Headers {
+			got[h.Key] = string(h.Value)
+		}
+		if len(got) != len(r.Headers) || !maps.Equal(got, want) {
+			t.Fatalf("message %d: headers %v, want %v", i, r.Headers, want)
+		}
+	}
+	t.Logf("%d delivered, %d failed with ErrClosed", delivered.Load(), closedErrs.Load())
 }

@@ -33,11 +33,13 @@ func checkMessage(msg *Message, maxBytes int) error {
 // checkMessageBody is checkMessage without the topic name's check.
 func checkMessageBody(msg *Message, maxBytes int) error {
 	size := len(msg.Key) + len(msg.Value)
-	for k, v := range msg.Headers {
-		if k == "" || !utf8.ValidString(k) {
-			return fmt.Errorf("%w: key %q on a message to %s (want non-empty UTF-8)", ErrInvalidHeader, k, msg.Topic)
+	if len(msg.Headers) > 0 {
+		for k, v := range msg.Headers {
+			if k == "" || !utf8.ValidString(k) {
+				return fmt.Errorf("%w: key %q on a message to %s (want non-empty UTF-8)", ErrInvalidHeader, k, msg.Topic)
+			}
+			size += len(k) + len(v)
 		}
-		size += len(k) + len(v)
 	}
 	if size > maxBytes {
 		return fmt.Errorf("%w: %d bytes of key, value and headers to %s, above producer.max_message_bytes %d", ErrMessageTooLarge, size, msg.Topic, maxBytes)
@@ -71,11 +73,12 @@ func toRecord(ctx context.Context, msg *Message) *kgo.Record {
 	return r
 }
 
-// fillRecord is toRecord into a record the caller allocated.
+// fillRecord is toRecord into a zero record the caller owns; a capacity
+// r.Headers already has is reused.
 func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
 	r.Topic, r.Key, r.Value = msg.Topic, msg.Key, msg.Value
 	traceID := ""
-	if _, ok := msg.Headers[TraceIDHeader]; !ok && ctx != nil {
+	if _, ok := msg.Headers[TraceIDHeader]; len(msg.Headers) == 0 || !ok {
 		traceID = clog.TraceIDFromContext(ctx)
 	}
 	n := len(msg.Headers)
@@ -85,7 +88,9 @@ func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
 	if n == 0 {
 		return
 	}
-	r.Headers = make([]kgo.RecordHeader, 0, n)
+	if cap(r.Headers) < n {
+		r.Headers = make([]kgo.RecordHeader, 0, n)
+	}
 	for k, v := range msg.Headers {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: v})
 	}
@@ -100,14 +105,20 @@ func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
 // fromRecord converts a consumed record. When a header key repeats, the
 // last value wins.
 func fromRecord(r *kgo.Record) *Message {
-	m := &Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
+	m := new(Message)
+	fillMessage(m, r)
+	return m
+}
+
+// fillMessage is fromRecord into a zero Message the caller owns.
+func fillMessage(m *Message, r *kgo.Record) {
+	m.Topic, m.Key, m.Value = r.Topic, r.Key, r.Value
 	if len(r.Headers) > 0 {
 		m.Headers = make(map[string][]byte, len(r.Headers))
 		for _, h := range r.Headers {
 			m.Headers[h.Key] = h.Value
 		}
 	}
-	return m
 }
 
 // traceIDOf returns the record's trace_id header.

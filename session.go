@@ -63,6 +63,15 @@ type session struct {
 	workers    map[topicPartition]*worker
 	resume     map[topicPartition]struct{}
 	pollCancel context.CancelFunc // wakes the poll loop; nil outside PollRecords
+	// loopCommitCancel cancels the background commit in flight; nil when
+	// there is none.
+	loopCommitCancel context.CancelFunc
+
+	// commitMu makes each commit's snapshot of marks and ownership and the
+	// commit itself one step: a revoke's commit is never followed by a
+	// background commit of marks taken before it, which would move the
+	// partition's committed offset back after its next owner started.
+	commitMu sync.Mutex
 }
 
 func newSession(c *consumer, topics []string, cb ConsumeCallback, base context.Context) *session {
@@ -247,7 +256,11 @@ func (s *session) revoked(ctx context.Context, cl *kgo.Client, revoked map[strin
 	s.stopWorkers(ws, true)
 	cctx, cancel := context.WithTimeout(ctx, commitTimeout)
 	defer cancel()
-	if err := s.commitOwned(cctx, cl, ws); err != nil {
+	s.cancelLoopCommit()
+	s.commitMu.Lock()
+	err := s.commitOwned(cctx, cl, ws)
+	s.commitMu.Unlock()
+	if err != nil {
 		s.logger.Warn("mq: commit on revoke failed; the next owner re-reads from the last commit", clog.Err(err))
 	}
 	if len(revoked) > 0 {
@@ -320,10 +333,41 @@ func (s *session) commitLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.commitOwned(ctx, s.cl, nil); err != nil && ctx.Err() == nil {
-			s.logger.Warn("mq: background commit failed; retried at the next interval", clog.Err(err))
-		}
+		s.loopCommit(ctx)
 	}
+}
+
+// loopCommit is one background commit, which a revoke cancels (see
+// cancelLoopCommit).
+func (s *session) loopCommit(ctx context.Context) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.mu.Lock()
+	s.loopCommitCancel = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.loopCommitCancel = nil
+		s.mu.Unlock()
+	}()
+	s.commitMu.Lock()
+	err := s.commitOwned(cctx, s.cl, nil)
+	s.commitMu.Unlock()
+	if err != nil && cctx.Err() == nil {
+		s.logger.Warn("mq: background commit failed; retried at the next interval", clog.Err(err))
+	}
+}
+
+// cancelLoopCommit cancels the background commit in flight, so that a
+// revoke does not wait behind it (it may wait for a rebalance that waits
+// for the revoke). A cancelled commit that already reached the broker is
+// still ahead of the revoke's on the coordinator connection.
+func (s *session) cancelLoopCommit() {
+	s.mu.Lock()
+	if s.loopCommitCancel != nil {
+		s.loopCommitCancel()
+	}
+	s.mu.Unlock()
 }
 
 // commitOwned commits the marked offsets of the partitions this member
@@ -434,7 +478,10 @@ func (s *session) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: callbacks still running on %s at the deadline; their messages stay uncommitted and will be redelivered: %w",
 			s.c.groupID, strings.Join(stuck, ", "), context.DeadlineExceeded))
 	}
-	if err := s.commitOwned(ctx, s.cl, ws); err != nil {
+	s.commitMu.Lock()
+	err := s.commitOwned(ctx, s.cl, ws)
+	s.commitMu.Unlock()
+	if err != nil {
 		errs = append(errs, fmt.Errorf("mq: close consumer %s: commit: %w", s.c.groupID, err))
 	}
 	if err := s.cl.LeaveGroupContext(ctx); err != nil && ctx.Err() == nil {
@@ -445,9 +492,9 @@ func (s *session) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// handle runs the callback for one record: the ctx carries the trace_id, a
-// panic is recovered, and an error is logged.
-func (s *session) handle(ctx context.Context, r *kgo.Record) (err error) {
+// handle runs the callback for one record, given as m: the ctx carries the
+// trace_id, a panic is recovered, and an error is logged.
+func (s *session) handle(ctx context.Context, r *kgo.Record, m *Message) (err error) {
 	traceID := traceIDOf(r)
 	if traceID != "" {
 		ctx = clog.WithTraceID(ctx, traceID)
@@ -469,7 +516,8 @@ func (s *session) handle(ctx context.Context, r *kgo.Record) (err error) {
 		}
 		s.logger.Error("mq: callback failed", append(recordFields(r, traceID), clog.Err(err))...)
 	}()
-	return s.cb(ctx, fromRecord(r))
+	fillMessage(m, r)
+	return s.cb(ctx, m)
 }
 
 func recordFields(r *kgo.Record, traceID string) []clog.Field {

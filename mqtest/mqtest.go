@@ -25,6 +25,7 @@ import (
 	"github.com/ceyewan/gochat/im-infra/coord"
 	"github.com/ceyewan/gochat/im-infra/mq"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/fx"
@@ -296,8 +297,14 @@ func (k *Kafka) ReadAll(ctx context.Context, topic string) ([]*kgo.Record, error
 }
 
 // Committed returns the offsets group has committed for topic, by partition.
+// A group the broker does not know (no member ever committed, and none is
+// left) has committed nothing: the in-process broker answers
+// GROUP_ID_NOT_FOUND where Kafka answers with no offsets.
 func (k *Kafka) Committed(ctx context.Context, group, topic string) (map[int32]int64, error) {
 	offs, err := k.admin.FetchOffsetsForTopics(ctx, group, topic)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return map[int32]int64{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
