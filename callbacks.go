@@ -2,32 +2,37 @@ package mq
 
 import (
 	"fmt"
-	"sync/atomic"
+	"sync"
 
 	"github.com/ceyewan/gochat/im-infra/clog"
 )
 
+// completion is one finished Send waiting for its callback.
+type completion struct {
+	cb    func(error)
+	topic string
+	err   error
+}
+
 // callbackRunner runs Send callbacks on its own goroutine, in completion
 // order, so that a slow or blocking callback never stalls franz-go's promise
-// goroutine. Completed records are pushed onto a lock-free stack that the
-// runner takes whole. Its length is bounded by the producer's slots: a
-// message's slot is released only after its callback returned.
+// goroutine. Its queue is bounded by the producer's slots: a message's slot
+// is released only after its callback returned.
 type callbackRunner struct {
 	logger  clog.Logger
 	release func(n int)
-	recycle func(*sendRecord)
 
-	head atomic.Pointer[sendRecord] // last pushed; linked through sendRecord.next
-	wake chan struct{}              // capacity 1
-	stop chan struct{}              // closed by close
-	done chan struct{}              // closed when run returns
+	mu    sync.Mutex
+	queue []completion
+	wake  chan struct{} // capacity 1
+	stop  chan struct{} // closed by close
+	done  chan struct{} // closed when run returns
 }
 
-func newCallbackRunner(logger clog.Logger, release func(n int), recycle func(*sendRecord)) *callbackRunner {
+func newCallbackRunner(logger clog.Logger, release func(n int)) *callbackRunner {
 	r := &callbackRunner{
 		logger:  logger,
 		release: release,
-		recycle: recycle,
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -36,81 +41,68 @@ func newCallbackRunner(logger clog.Logger, release func(n int), recycle func(*se
 	return r
 }
 
-// push queues a completed record, its err set; it never blocks. The push
-// that finds the stack empty wakes the runner: every later push until the
-// runner takes the stack finds it non-empty.
-func (r *callbackRunner) push(sr *sendRecord) {
-	for {
-		old := r.head.Load()
-		sr.next = old
-		if r.head.CompareAndSwap(old, sr) {
-			if old == nil {
-				select {
-				case r.wake <- struct{}{}:
-				default:
-				}
-			}
-			return
+// push queues a completion; it never blocks.
+func (r *callbackRunner) push(c completion) {
+	r.mu.Lock()
+	r.queue = append(r.queue, c)
+	first := len(r.queue) == 1
+	r.mu.Unlock()
+	if first {
+		select {
+		case r.wake <- struct{}{}:
+		default:
 		}
 	}
-}
-
-// take empties the stack and returns its records oldest first.
-func (r *callbackRunner) take() *sendRecord {
-	var first *sendRecord
-	for sr := r.head.Swap(nil); sr != nil; {
-		next := sr.next
-		sr.next = first
-		first, sr = sr, next
-	}
-	return first
 }
 
 func (r *callbackRunner) run() {
 	defer close(r.done)
+	var batch []completion
 	for {
 		select {
 		case <-r.wake:
-			r.runAll(r.take())
 		case <-r.stop:
-			// Every record was pushed before close was called.
-			r.runAll(r.take())
+			// Every completion was pushed before close was called.
+			r.mu.Lock()
+			batch, r.queue = r.queue, nil
+			r.mu.Unlock()
+			r.runAll(batch)
 			return
 		}
+		r.mu.Lock()
+		batch, r.queue = r.queue, batch[:0]
+		r.mu.Unlock()
+		r.runAll(batch)
+		clear(batch)
 	}
 }
 
-func (r *callbackRunner) runAll(sr *sendRecord) {
-	n := 0
-	for sr != nil {
-		next := sr.next
-		r.call(sr)
-		r.recycle(sr)
-		sr = next
-		n++
+func (r *callbackRunner) runAll(batch []completion) {
+	for _, c := range batch {
+		r.call(c)
 	}
 	// One release per batch: a sender waiting for room wakes once per
 	// batch, not once per message.
-	if n > 0 {
-		r.release(n)
+	if len(batch) > 0 {
+		r.release(len(batch))
 	}
 }
 
 // call runs one callback, recovering a panic so that one bad callback does
 // not take the producer down.
-func (r *callbackRunner) call(sr *sendRecord) {
+func (r *callbackRunner) call(c completion) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.logger.Error("mq: send callback panicked", clog.String("topic", sr.rec.Topic), clog.String("panic", fmt.Sprint(p)))
+			r.logger.Error("mq: send callback panicked", clog.String("topic", c.topic), clog.String("panic", fmt.Sprint(p)))
 		}
 	}()
-	if sr.cb == nil {
-		if sr.err != nil {
-			r.logger.Error("mq: send failed", clog.String("topic", sr.rec.Topic), clog.Err(sr.err))
+	if c.cb == nil {
+		if c.err != nil {
+			r.logger.Error("mq: send failed", clog.String("topic", c.topic), clog.Err(c.err))
 		}
 		return
 	}
-	sr.cb(sr.err)
+	c.cb(c.err)
 }
 
 // close runs what is queued and stops the goroutine; nothing may be pushed

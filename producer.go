@@ -86,7 +86,7 @@ func newProducer(ctx context.Context, serviceName string, opts ...Option) (*prod
 		drained:      make(chan struct{}),
 	}
 	p.records.New = func() any { return new(sendRecord) }
-	p.cbs = newCallbackRunner(o.logger, p.release, p.recycle)
+	p.cbs = newCallbackRunner(o.logger, p.release)
 	p.promise = p.onProduced
 	o.logger.Info("mq: producer ready", append(cfg.logFields(), clog.String("acks", cfg.Producer.Acks), clog.Bool("idempotent", cfg.Producer.Idempotent))...)
 	return p, nil
@@ -155,15 +155,13 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 	p.cl.Produce(context.Background(), &sr.rec, p.promise)
 }
 
-// sendRecord is a Send's record, callback and outcome in one allocation,
-// recycled through producer.records. It is the record's Context, so that
-// p.onProduced finds it without a closure per message, even when a hook
-// (kotel) wraps the record's context.
+// sendRecord is a Send's callback and record in one allocation, recycled
+// through producer.records. It is the record's Context, so that
+// p.onProduced finds the callback without a closure per message, even when
+// a hook (kotel) wraps the record's context.
 type sendRecord struct {
-	rec  kgo.Record
-	cb   func(error)
-	err  error       // the outcome, set by onProduced
-	next *sendRecord // in the callbackRunner's stack
+	cb  func(error)
+	rec kgo.Record
 }
 
 type sendRecordKey struct{}
@@ -178,24 +176,20 @@ func (sr *sendRecord) Value(key any) any {
 	return nil
 }
 
-// onProduced is the promise of every Send.
+// onProduced is the promise of every Send. franz-go is done with a record
+// once its promise returned, so the record is recycled here and only its
+// callback and outcome are queued.
 func (p *producer) onProduced(r *kgo.Record, err error) {
-	sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord)
-	if !ok {
-		// Cannot happen: every record Send hands over is a sendRecord's.
-		sr = &sendRecord{rec: kgo.Record{Topic: r.Topic}}
+	c := completion{topic: r.Topic, err: produceErr(r.Topic, err)}
+	if sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord); ok { // always, for a Send's record
+		c.cb = sr.cb
+		// Zero it for its next Send, keeping its headers' capacity, and
+		// drop what the caller passed.
+		clear(sr.rec.Headers)
+		*sr = sendRecord{rec: kgo.Record{Headers: sr.rec.Headers[:0]}}
+		p.records.Put(sr)
 	}
-	sr.err = produceErr(r.Topic, err)
-	p.cbs.push(sr)
-}
-
-// recycle zeroes sr, keeping its headers' capacity, and returns it to the
-// pool once its callback ran: franz-go is done with a record once its
-// promise returned.
-func (p *producer) recycle(sr *sendRecord) {
-	clear(sr.rec.Headers) // drop the caller's header values
-	*sr = sendRecord{rec: kgo.Record{Headers: sr.rec.Headers[:0]}}
-	p.records.Put(sr)
+	p.cbs.push(c)
 }
 
 // check is checkMessage, skipping the topic name's check when it is the

@@ -55,7 +55,7 @@ func parseFlags() *flags {
 	f := &flags{}
 	var rates, only string
 	flag.StringVar(&f.brokers, "brokers", "", "comma-separated brokers of a real Kafka; empty: an in-process kfake cluster")
-	flag.IntVar(&f.n, "n", 200_000, "messages per produce/consume measurement")
+	flag.IntVar(&f.n, "n", 500_000, "messages per produce/consume measurement (long enough that a GC cycle or a scheduling hiccup does not decide a round)")
 	flag.IntVar(&f.syncN, "sync-n", 0, "messages per SendSync measurement (default n/4)")
 	flag.IntVar(&f.syncConc, "sync-concurrency", 64, "goroutines calling SendSync / ProduceSync")
 	flag.IntVar(&f.size, "size", 256, "value size in bytes")
