@@ -46,6 +46,25 @@ type sample struct {
 	// in-process broker, the broker's too; for the Java tools, the JVM's
 	// including start-up).
 	CPU float64 `json:"cpu_seconds"`
+	// RecsPerBatch is the mean number of records per produced batch (one
+	// partition's share of a produce request), for mq and raw franz-go
+	// async produce: with linger 0 it follows how fast the sender is.
+	RecsPerBatch float64 `json:"records_per_batch,omitempty"`
+}
+
+// batchCounter is a franz-go hook counting produced batches and records.
+type batchCounter struct{ batches, records atomic.Int64 }
+
+func (h *batchCounter) OnProduceBatchWritten(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.ProduceBatchMetrics) {
+	h.batches.Add(1)
+	h.records.Add(int64(m.NumRecords))
+}
+
+func (h *batchCounter) mean() float64 {
+	if b := h.batches.Load(); b > 0 {
+		return float64(h.records.Load()) / float64(b)
+	}
+	return 0
 }
 
 type runner struct {
@@ -192,7 +211,11 @@ func (t *throughput) record(r *runner, s sample) {
 	if rate == 0 {
 		rate = float64(r.msgs) / s.Seconds
 	}
-	log.Printf("  %-22s %9.0f msg/s  (%.2fs, %.2f CPU-us/msg)", r.id(), rate, s.Seconds, s.CPU/float64(r.msgs)*1e6)
+	batch := ""
+	if s.RecsPerBatch > 0 {
+		batch = fmt.Sprintf(", %.0f records/batch", s.RecsPerBatch)
+	}
+	log.Printf("  %-22s %9.0f msg/s  (%.2fs, %.2f CPU-us/msg%s)", r.id(), rate, s.Seconds, s.CPU/float64(r.msgs)*1e6, batch)
 }
 
 // ---------------------------------------------------------------- produce
@@ -240,7 +263,8 @@ func (a *acker) wait(ctx context.Context) error {
 }
 
 func (t *throughput) mqProduce(ctx context.Context, topic string, n int) (sample, error) {
-	p, err := mq.NewProducer(ctx, "bench-producer", t.b.mqOptions()...)
+	h := &batchCounter{}
+	p, err := mq.NewProducer(ctx, "bench-producer", append(t.b.mqOptions(), mq.WithClientOptions(kgo.WithHooks(h)))...)
 	if err != nil {
 		return sample{}, err
 	}
@@ -253,11 +277,12 @@ func (t *throughput) mqProduce(ctx context.Context, topic string, n int) (sample
 	if err := a.wait(ctx); err != nil {
 		return sample{}, err
 	}
-	return sample{Seconds: a.last.Sub(start).Seconds()}, nil
+	return sample{Seconds: a.last.Sub(start).Seconds(), RecsPerBatch: h.mean()}, nil
 }
 
 func (t *throughput) rawProduce(ctx context.Context, topic string, n int) (sample, error) {
-	cl, err := kgo.NewClient(t.b.kgoProducerOpts()...)
+	h := &batchCounter{}
+	cl, err := kgo.NewClient(append(t.b.kgoProducerOpts(), kgo.WithHooks(h))...)
 	if err != nil {
 		return sample{}, err
 	}
@@ -271,7 +296,7 @@ func (t *throughput) rawProduce(ctx context.Context, topic string, n int) (sampl
 	if err := a.wait(ctx); err != nil {
 		return sample{}, err
 	}
-	return sample{Seconds: a.last.Sub(start).Seconds()}, nil
+	return sample{Seconds: a.last.Sub(start).Seconds(), RecsPerBatch: h.mean()}, nil
 }
 
 // kafka-go has no idempotent producer. Batching: up to 1 MB per partition
@@ -600,17 +625,18 @@ func (t *throughput) saramaConsume(ctx context.Context, topic string, n int) (sa
 // ---------------------------------------------------------------- results
 
 type throughputResult struct {
-	ID         string   `json:"id"`
-	Kind       string   `json:"kind"`
-	Client     string   `json:"client"`
-	API        string   `json:"api"`
-	Msgs       int      `json:"msgs"`
-	Samples    []sample `json:"samples"`
-	MsgsPerSec float64  `json:"msgs_per_sec"` // median over the rounds
-	MBPerSec   float64  `json:"mb_per_sec"`   // values only, 10^6 bytes
-	Ratio      float64  `json:"ratio_to_franz_go"`
-	JoinSec    float64  `json:"median_join_seconds,omitempty"`
-	CPUus      float64  `json:"median_cpu_us_per_msg"`
+	ID           string   `json:"id"`
+	Kind         string   `json:"kind"`
+	Client       string   `json:"client"`
+	API          string   `json:"api"`
+	Msgs         int      `json:"msgs"`
+	Samples      []sample `json:"samples"`
+	MsgsPerSec   float64  `json:"msgs_per_sec"` // median over the rounds
+	MBPerSec     float64  `json:"mb_per_sec"`   // values only, 10^6 bytes
+	Ratio        float64  `json:"ratio_to_franz_go"`
+	JoinSec      float64  `json:"median_join_seconds,omitempty"`
+	CPUus        float64  `json:"median_cpu_us_per_msg"`
+	RecsPerBatch float64  `json:"median_records_per_batch,omitempty"`
 }
 
 func (t *throughput) results() []throughputResult {
@@ -621,8 +647,11 @@ func (t *throughput) results() []throughputResult {
 			if len(ss) == 0 {
 				continue
 			}
-			var rates, joins, cpus []float64
+			var rates, joins, cpus, batches []float64
 			for _, s := range ss {
+				if s.RecsPerBatch > 0 {
+					batches = append(batches, s.RecsPerBatch)
+				}
 				cpus = append(cpus, s.CPU/float64(r.msgs)*1e6)
 				rate := s.Rate
 				if rate == 0 {
@@ -632,7 +661,7 @@ func (t *throughput) results() []throughputResult {
 				joins = append(joins, s.Join)
 			}
 			res := throughputResult{ID: r.id(), Kind: r.kind, Client: r.client, API: r.api, Msgs: r.msgs, Samples: ss,
-				MsgsPerSec: median(rates), JoinSec: median(joins), CPUus: median(cpus)}
+				MsgsPerSec: median(rates), JoinSec: median(joins), CPUus: median(cpus), RecsPerBatch: median(batches)}
 			res.MBPerSec = res.MsgsPerSec * float64(t.f.size) / 1e6
 			out = append(out, res)
 		}
