@@ -33,9 +33,6 @@ type producer struct {
 	room     chan struct{}
 	cbs      *callbackRunner
 	promise  func(*kgo.Record, error) // p.onProduced, bound once
-	// records recycles Send's records: franz-go is done with a record
-	// once its promise returned.
-	records sync.Pool
 	// lastTopic is the last topic name checkMessage accepted.
 	lastTopic atomic.Pointer[string]
 
@@ -85,7 +82,6 @@ func newProducer(ctx context.Context, serviceName string, opts ...Option) (*prod
 		closing:      make(chan struct{}),
 		drained:      make(chan struct{}),
 	}
-	p.records.New = func() any { return new(sendRecord) }
 	p.cbs = newCallbackRunner(o.logger, p.release)
 	p.promise = p.onProduced
 	o.logger.Info("mq: producer ready", append(cfg.logFields(), clog.String("acks", cfg.Producer.Acks), clog.Bool("idempotent", cfg.Producer.Idempotent))...)
@@ -144,7 +140,7 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 		p.fail(callback, msg.Topic, err)
 		return
 	}
-	sr := p.records.Get().(*sendRecord) // zeroed by onProduced
+	sr := new(sendRecord)
 	sr.rec.Context = sr
 	fillRecord(&sr.rec, ctx, msg)
 	sr.cb = callback
@@ -155,10 +151,11 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 	p.cl.Produce(context.Background(), &sr.rec, p.promise)
 }
 
-// sendRecord is a Send's callback and record in one allocation, recycled
-// through producer.records. It is the record's Context, so that
-// p.onProduced finds the callback without a closure per message, even when
-// a hook (kotel) wraps the record's context.
+// sendRecord is a Send's callback and record in one allocation. It is the
+// record's Context, so that p.onProduced finds the callback without a
+// closure per message, even when a hook (kotel) wraps the record's context.
+// (Recycling them through a sync.Pool cost more CPU per message than it
+// saved: BENCHMARKS.md, finding 8.)
 type sendRecord struct {
 	cb  func(error)
 	rec kgo.Record
@@ -176,18 +173,12 @@ func (sr *sendRecord) Value(key any) any {
 	return nil
 }
 
-// onProduced is the promise of every Send. franz-go is done with a record
-// once its promise returned, so the record is recycled here and only its
-// callback and outcome are queued.
+// onProduced is the promise of every Send: it queues the callback and the
+// outcome for the callback goroutine.
 func (p *producer) onProduced(r *kgo.Record, err error) {
 	c := completion{topic: r.Topic, err: produceErr(r.Topic, err)}
 	if sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord); ok { // always, for a Send's record
 		c.cb = sr.cb
-		// Zero it for its next Send, keeping its headers' capacity, and
-		// drop what the caller passed.
-		clear(sr.rec.Headers)
-		*sr = sendRecord{rec: kgo.Record{Headers: sr.rec.Headers[:0]}}
-		p.records.Put(sr)
 	}
 	p.cbs.push(c)
 }

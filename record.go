@@ -73,8 +73,7 @@ func toRecord(ctx context.Context, msg *Message) *kgo.Record {
 	return r
 }
 
-// fillRecord is toRecord into a zero record the caller owns; a capacity
-// r.Headers already has is reused.
+// fillRecord is toRecord into a zero record the caller allocated.
 func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
 	r.Topic, r.Key, r.Value = msg.Topic, msg.Key, msg.Value
 	traceID := ""
