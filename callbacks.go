@@ -7,13 +7,6 @@ import (
 	"github.com/ceyewan/gochat/im-infra/clog"
 )
 
-// completion is one finished Send waiting for its callback.
-type completion struct {
-	cb    func(error)
-	topic string
-	err   error
-}
-
 // callbackRunner runs Send callbacks on its own goroutine, in completion
 // order, so that a slow or blocking callback never stalls franz-go's promise
 // goroutine. Its queue is bounded by the producer's slots: a message's slot
@@ -41,10 +34,18 @@ func newCallbackRunner(logger clog.Logger, release func(n int)) *callbackRunner 
 	return r
 }
 
-// push queues a completion; it never blocks.
-func (r *callbackRunner) push(c completion) {
+// completion is a finished Send and franz-go's verdict on it. (The verdict
+// is not a field of sendRecord: 16 more bytes would move every Send's
+// allocation up a size class.)
+type completion struct {
+	sr  *sendRecord
+	err error
+}
+
+// push queues a finished Send; it never blocks.
+func (r *callbackRunner) push(sr *sendRecord, err error) {
 	r.mu.Lock()
-	r.queue = append(r.queue, c)
+	r.queue = append(r.queue, completion{sr, err})
 	first := len(r.queue) == 1
 	r.mu.Unlock()
 	if first {
@@ -78,8 +79,8 @@ func (r *callbackRunner) run() {
 }
 
 func (r *callbackRunner) runAll(batch []completion) {
-	for _, c := range batch {
-		r.call(c)
+	for i := 0; i < len(batch); {
+		i = r.runFrom(batch, i)
 	}
 	// One release per batch: a sender waiting for room wakes once per
 	// batch, not once per message.
@@ -88,21 +89,30 @@ func (r *callbackRunner) runAll(batch []completion) {
 	}
 }
 
-// call runs one callback, recovering a panic so that one bad callback does
-// not take the producer down.
-func (r *callbackRunner) call(c completion) {
+// runFrom runs the callbacks of batch from i on and returns the index after
+// the last one run. A callback that panics is logged and ends the call, so
+// that one recover frame serves the whole batch, not one per callback: the
+// caller goes on after it.
+func (r *callbackRunner) runFrom(batch []completion, i int) (next int) {
+	next = i
 	defer func() {
 		if p := recover(); p != nil {
-			r.logger.Error("mq: send callback panicked", clog.String("topic", c.topic), clog.String("panic", fmt.Sprint(p)))
+			r.logger.Error("mq: send callback panicked", clog.String("topic", batch[next].sr.rec.Topic), clog.String("panic", fmt.Sprint(p)))
+			next++
 		}
 	}()
-	if c.cb == nil {
-		if c.err != nil {
-			r.logger.Error("mq: send failed", clog.String("topic", c.topic), clog.Err(c.err))
+	for ; next < len(batch); next++ {
+		sr := batch[next].sr
+		err := produceErr(sr.rec.Topic, batch[next].err)
+		if sr.cb == nil {
+			if err != nil {
+				r.logger.Error("mq: send failed", clog.String("topic", sr.rec.Topic), clog.Err(err))
+			}
+			continue
 		}
-		return
+		sr.cb(err)
 	}
-	c.cb(c.err)
+	return next
 }
 
 // close runs what is queued and stops the goroutine; nothing may be pushed

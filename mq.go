@@ -66,7 +66,8 @@ type Producer interface {
 	// delivery is bounded by the configured delivery timeout. Callbacks
 	// run one at a time, in completion order, on a goroutine of the
 	// producer's: a slow callback delays the callbacks after it, never
-	// delivery. A Send racing with Close is either flushed by Close or
+	// delivery; one that panics is logged, and the others still run. A
+	// Send racing with Close is either flushed by Close or
 	// fails with ErrClosed. msg is not kept: the caller may reuse it once
 	// Send returned, but not its Key, Value or header values until
 	// callback ran.

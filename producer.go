@@ -151,14 +151,14 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 	p.cl.Produce(context.Background(), &sr.rec, p.promise)
 }
 
-// sendRecord is a Send's callback and record in one allocation. It is the
-// record's Context, so that p.onProduced finds the callback without a
-// closure per message, even when a hook (kotel) wraps the record's context.
-// (Recycling them through a sync.Pool cost more CPU per message than it
-// saved: BENCHMARKS.md, finding 8.)
+// sendRecord is a Send's record and callback in one allocation. It is the
+// record's Context, so that p.onProduced finds it without a closure per
+// message, even when a hook (kotel) wraps the record's context. (Recycling
+// them through a sync.Pool cost more CPU per message than it saved:
+// BENCHMARKS.md, finding 8.)
 type sendRecord struct {
-	cb  func(error)
 	rec kgo.Record
+	cb  func(error)
 }
 
 type sendRecordKey struct{}
@@ -173,14 +173,14 @@ func (sr *sendRecord) Value(key any) any {
 	return nil
 }
 
-// onProduced is the promise of every Send: it queues the callback and the
-// outcome for the callback goroutine.
+// onProduced is the promise of every Send: it queues the record, with its
+// outcome, for the callback goroutine.
 func (p *producer) onProduced(r *kgo.Record, err error) {
-	c := completion{topic: r.Topic, err: produceErr(r.Topic, err)}
-	if sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord); ok { // always, for a Send's record
-		c.cb = sr.cb
+	sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord)
+	if !ok { // never: a hook that replaced the record's context hid ours
+		sr = &sendRecord{rec: kgo.Record{Topic: r.Topic}}
 	}
-	p.cbs.push(c)
+	p.cbs.push(sr, err)
 }
 
 // check is checkMessage, skipping the topic name's check when it is the
@@ -226,8 +226,14 @@ func (p *producer) SendSync(ctx context.Context, msg *Message) error {
 // accept takes a slot for one message, waiting for room until ctx ends or
 // Close starts.
 func (p *producer) accept(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ctx ended before the message was accepted: %w", err)
+	// Done, not Err: Err takes the context's mutex, Done is an atomic
+	// load once the channel exists.
+	if d := ctx.Done(); d != nil {
+		select {
+		case <-d:
+			return fmt.Errorf("ctx ended before the message was accepted: %w", ctx.Err())
+		default:
+		}
 	}
 	for {
 		n := p.buffered.Add(1)

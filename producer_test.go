@@ -235,6 +235,75 @@ func TestBlockingCallbackDoesNotStallProducer(t *testing.T) {
 	close(unblock)
 }
 
+// A Send callback that panics is logged with its topic; the callbacks
+// queued after it in the same batch still run, each exactly once.
+func TestSendCallbackPanicIsLoggedAndTheRestRun(t *testing.T) {
+	k := mqtest.New(t)
+	topic := k.NewTopic(t, 1)
+	logger, logs := observed()
+	p := newProducer(t, k, "svc-p", mq.WithLogger(logger))
+	ctx := testCtx(t)
+
+	// The first callback holds the callback goroutine until the other
+	// messages are acknowledged, so that their callbacks run as one batch.
+	unblock := make(chan struct{})
+	const n = 100
+	var calls [n]atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		p.Send(ctx, &mq.Message{Topic: topic, Value: []byte(value(i))}, func(err error) {
+			defer wg.Done()
+			calls[i].Add(1)
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+			if i == 0 {
+				<-unblock
+			}
+			if i%10 == 5 {
+				panic("callback " + strconv.Itoa(i))
+			}
+		})
+	}
+	// One partition: once this one is acknowledged, so are the n before it.
+	if err := p.SendSync(ctx, &mq.Message{Topic: topic, Value: []byte("marker")}); err != nil {
+		t.Fatal(err)
+	}
+	close(unblock)
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Error("not every callback ran")
+	}
+
+	for i := range calls {
+		if c := calls[i].Load(); c != 1 {
+			t.Errorf("callback %d ran %d times", i, c)
+		}
+	}
+	var panics []string
+	for _, e := range logs.FilterMessage("mq: send callback panicked").All() {
+		f := e.ContextMap()
+		if f["topic"] != topic {
+			t.Errorf("panic logged with fields %v", f)
+		}
+		panics = append(panics, f["panic"].(string))
+	}
+	want := []string{}
+	for i := 5; i < n; i += 10 {
+		want = append(want, "callback "+strconv.Itoa(i))
+	}
+	if strings.Join(panics, ",") != strings.Join(want, ",") {
+		t.Fatalf("panics logged: %q, want %q", panics, want)
+	}
+	if err := p.SendSync(ctx, &mq.Message{Topic: topic, Value: []byte("after")}); err != nil {
+		t.Fatalf("SendSync after the panics: %v", err)
+	}
+}
+
 // Close with an unreachable broker returns by its timeout, and every
 // buffered message gets its callback with an error.
 func TestCloseTimeoutFailsBufferedMessages(t *testing.T) {

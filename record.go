@@ -77,7 +77,9 @@ func toRecord(ctx context.Context, msg *Message) *kgo.Record {
 func fillRecord(r *kgo.Record, ctx context.Context, msg *Message) {
 	r.Topic, r.Key, r.Value = msg.Topic, msg.Key, msg.Value
 	traceID := ""
-	if _, ok := msg.Headers[TraceIDHeader]; len(msg.Headers) == 0 || !ok {
+	if len(msg.Headers) == 0 { // no map lookup: most messages have no headers
+		traceID = clog.TraceIDFromContext(ctx)
+	} else if _, ok := msg.Headers[TraceIDHeader]; !ok {
 		traceID = clog.TraceIDFromContext(ctx)
 	}
 	n := len(msg.Headers)

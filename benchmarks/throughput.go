@@ -25,7 +25,12 @@ const (
 
 // Client names; rawClient is the reference of every ratio.
 const (
-	clientMQ      = "mq"
+	clientMQ = "mq"
+	// clientMQReuse is mq's async Send with one Message reused by the
+	// sending loop (Send does not keep msg): what mq itself costs, without
+	// the allocation of a Message per Send that mq's API adds to the
+	// caller's side.
+	clientMQReuse = "mq-reuse"
 	clientRaw     = "franz-go"
 	clientKafkaGo = "kafka-go"
 	clientSarama  = "sarama"
@@ -93,6 +98,7 @@ func newThroughput(f *flags, b *broker) *throughput {
 		}
 	}
 	add(&t.producers, &runner{kind: kindProduce, client: clientMQ, api: "Producer.Send + callback", msgs: f.n, run: t.mqProduce})
+	add(&t.producers, &runner{kind: kindProduce, client: clientMQReuse, api: "Producer.Send + callback, one Message reused", msgs: f.n, run: t.mqProduceReuse})
 	add(&t.producers, &runner{kind: kindProduce, client: clientRaw, api: "Client.Produce + promise", msgs: f.n, run: t.rawProduce})
 	add(&t.producers, &runner{kind: kindProduce, client: clientKafkaGo, api: "Writer{Async} + Completion", msgs: f.n, run: t.kafkaGoProduce})
 	add(&t.producers, &runner{kind: kindProduce, client: clientSarama, api: "AsyncProducer + Successes", msgs: f.n, run: t.saramaProduce})
@@ -263,6 +269,17 @@ func (a *acker) wait(ctx context.Context) error {
 }
 
 func (t *throughput) mqProduce(ctx context.Context, topic string, n int) (sample, error) {
+	return t.mqSend(ctx, topic, n, false)
+}
+
+// mqProduceReuse is mqProduce with one Message for the whole loop.
+func (t *throughput) mqProduceReuse(ctx context.Context, topic string, n int) (sample, error) {
+	return t.mqSend(ctx, topic, n, true)
+}
+
+// mqSend sends n messages with Send: a new Message each (as a service
+// builds one per request), or one Message reused.
+func (t *throughput) mqSend(ctx context.Context, topic string, n int, reuse bool) (sample, error) {
 	h := &batchCounter{}
 	p, err := mq.NewProducer(ctx, "bench-producer", append(t.b.mqOptions(), mq.WithClientOptions(kgo.WithHooks(h)))...)
 	if err != nil {
@@ -270,9 +287,17 @@ func (t *throughput) mqProduce(ctx context.Context, topic string, n int) (sample
 	}
 	defer p.Close()
 	a := newAcker(n)
+	one := mq.Message{Topic: topic, Value: t.data.value}
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		p.Send(ctx, &mq.Message{Topic: topic, Key: t.data.key(i), Value: t.data.value}, a.ack)
+	if reuse {
+		for i := 0; i < n; i++ {
+			one.Key = t.data.key(i)
+			p.Send(ctx, &one, a.ack)
+		}
+	} else {
+		for i := 0; i < n; i++ {
+			p.Send(ctx, &mq.Message{Topic: topic, Key: t.data.key(i), Value: t.data.value}, a.ack)
+		}
 	}
 	if err := a.wait(ctx); err != nil {
 		return sample{}, err
