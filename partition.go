@@ -3,6 +3,7 @@ package mq
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,6 +37,7 @@ type worker struct {
 
 	wake     chan struct{} // capacity 1
 	quit     chan struct{}
+	halted   atomic.Bool // set just before quit is closed: stopped, per record, without a select
 	stopOnce sync.Once
 	done     chan struct{}
 }
@@ -88,20 +90,16 @@ func (w *worker) isPaused() bool {
 // stop makes the worker exit after its current callback; with cancel, the
 // callback's ctx is cancelled too.
 func (w *worker) stop(cancel bool) {
-	w.stopOnce.Do(func() { close(w.quit) })
+	w.stopOnce.Do(func() {
+		w.halted.Store(true)
+		close(w.quit)
+	})
 	if cancel {
 		w.cancel()
 	}
 }
 
-func (w *worker) stopped() bool {
-	select {
-	case <-w.quit:
-		return true
-	default:
-		return false
-	}
-}
+func (w *worker) stopped() bool { return w.halted.Load() }
 
 func (w *worker) run() {
 	defer close(w.done)

@@ -60,6 +60,14 @@ func ctxFor(t testing.TB) context.Context {
 	return ctx
 }
 
+// ctxForFlow is ctxFor for a feeder that paces its sends over flow: the
+// soak figures' flows (5 and 10 minutes) outlast waitLong.
+func ctxForFlow(t testing.TB, flow time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), flow+waitLong)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // waitFor polls cond every 10ms until it holds, failing t after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -55,7 +55,7 @@ func testGracefulStop(t *testing.T, viaFx bool) {
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
-		stream(ctxFor(t), newProducer(t, k, "graceful-feeder"), topic, 0, n, keys, flow/time.Duration(n), l)
+		stream(ctxForFlow(t, flow), newProducer(t, k, "graceful-feeder"), topic, 0, n, keys, flow/time.Duration(n), l)
 	}()
 
 	var problems []string

@@ -86,7 +86,7 @@ func TestRebalanceStorm(t *testing.T) {
 	go func() {
 		defer close(produced)
 		// Paced, so that the messages flow for the whole storm.
-		stream(ctxFor(t), p, topic, 0, n, keys, flow/time.Duration(n), l)
+		stream(ctxForFlow(t, flow), p, topic, 0, n, keys, flow/time.Duration(n), l)
 	}()
 
 	var members []*member
