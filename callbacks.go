@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/ceyewan/gochat/im-infra/clog"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // callbackRunner runs Send callbacks on its own goroutine, in completion
@@ -34,18 +35,17 @@ func newCallbackRunner(logger clog.Logger, release func(n int)) *callbackRunner 
 	return r
 }
 
-// completion is a finished Send and franz-go's verdict on it. (The verdict
-// is not a field of sendRecord: 16 more bytes would move every Send's
-// allocation up a size class.)
+// completion is a finished Send, its callback and franz-go's verdict.
 type completion struct {
-	sr  *sendRecord
+	rec *kgo.Record
+	cb  func(error)
 	err error
 }
 
 // push queues a finished Send; it never blocks.
-func (r *callbackRunner) push(sr *sendRecord, err error) {
+func (r *callbackRunner) push(rec *kgo.Record, cb func(error), err error) {
 	r.mu.Lock()
-	r.queue = append(r.queue, completion{sr, err})
+	r.queue = append(r.queue, completion{rec, cb, err})
 	first := len(r.queue) == 1
 	r.mu.Unlock()
 	if first {
@@ -97,20 +97,20 @@ func (r *callbackRunner) runFrom(batch []completion, i int) (next int) {
 	next = i
 	defer func() {
 		if p := recover(); p != nil {
-			r.logger.Error("mq: send callback panicked", clog.String("topic", batch[next].sr.rec.Topic), clog.String("panic", fmt.Sprint(p)))
+			r.logger.Error("mq: send callback panicked", clog.String("topic", batch[next].rec.Topic), clog.String("panic", fmt.Sprint(p)))
 			next++
 		}
 	}()
 	for ; next < len(batch); next++ {
-		sr := batch[next].sr
-		err := produceErr(sr.rec.Topic, batch[next].err)
-		if sr.cb == nil {
+		c := &batch[next]
+		err := produceErr(c.rec.Topic, c.err)
+		if c.cb == nil {
 			if err != nil {
-				r.logger.Error("mq: send failed", clog.String("topic", sr.rec.Topic), clog.Err(err))
+				r.logger.Error("mq: send failed", clog.String("topic", c.rec.Topic), clog.Err(err))
 			}
 			continue
 		}
-		sr.cb(err)
+		c.cb(err)
 	}
 	return next
 }

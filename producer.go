@@ -140,47 +140,44 @@ func (p *producer) Send(ctx context.Context, msg *Message, callback func(error))
 		p.fail(callback, msg.Topic, err)
 		return
 	}
-	sr := new(sendRecord)
-	sr.rec.Context = sr
-	fillRecord(&sr.rec, ctx, msg)
-	sr.cb = callback
+	r := &kgo.Record{Context: sendCallback(callback)}
+	fillRecord(r, ctx, msg)
 	// The record's context is not ctx: once accepted, a message is
 	// bounded by the delivery timeout, not by the caller's request. A
 	// Send racing with Close may reach franz-go after the client closed:
 	// franz-go then fails the record, and its callback gets ErrClosed.
-	p.cl.Produce(context.Background(), &sr.rec, p.promise)
+	p.cl.Produce(context.Background(), r, p.promise)
 }
 
-// sendRecord is a Send's record and callback in one allocation. It is the
-// record's Context, so that p.onProduced finds it without a closure per
-// message, even when a hook (kotel) wraps the record's context. (Recycling
-// them through a sync.Pool cost more CPU per message than it saved:
-// BENCHMARKS.md, finding 8.)
-type sendRecord struct {
-	rec kgo.Record
-	cb  func(error)
-}
+// sendCallback is a Send's callback, carried as its record's Context: a
+// func value fits in the interface without an allocation, so the record is
+// a Send's only allocation, as it is with raw franz-go, and onProduced
+// finds the callback without a closure per message, even when a hook
+// (kotel) wraps the record's context. (Recycling records through a
+// sync.Pool cost more CPU per message than it saved: BENCHMARKS.md,
+// finding 8.) Two of these contexts must not be compared with ==: func
+// values are not comparable, and nothing in franz-go or its plugins does.
+type sendCallback func(error)
 
-type sendRecordKey struct{}
+type sendCallbackKey struct{}
 
-func (sr *sendRecord) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (sr *sendRecord) Done() <-chan struct{}       { return nil }
-func (sr *sendRecord) Err() error                  { return nil }
-func (sr *sendRecord) Value(key any) any {
-	if key == (sendRecordKey{}) {
-		return sr
+func (sendCallback) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (sendCallback) Done() <-chan struct{}       { return nil }
+func (sendCallback) Err() error                  { return nil }
+func (c sendCallback) Value(key any) any {
+	if key == (sendCallbackKey{}) {
+		return c
 	}
 	return nil
 }
 
 // onProduced is the promise of every Send: it queues the record, with its
-// outcome, for the callback goroutine.
+// callback and outcome, for the callback goroutine. (Were a hook to replace
+// the record's context and hide the callback, the outcome would only be
+// logged.)
 func (p *producer) onProduced(r *kgo.Record, err error) {
-	sr, ok := r.Context.Value(sendRecordKey{}).(*sendRecord)
-	if !ok { // never: a hook that replaced the record's context hid ours
-		sr = &sendRecord{rec: kgo.Record{Topic: r.Topic}}
-	}
-	p.cbs.push(sr, err)
+	cb, _ := r.Context.Value(sendCallbackKey{}).(sendCallback)
+	p.cbs.push(r, cb, err)
 }
 
 // check is checkMessage, skipping the topic name's check when it is the

@@ -14,6 +14,7 @@ import (
 	"github.com/ceyewan/gochat/im-infra/clog"
 	"github.com/ceyewan/gochat/im-infra/mq"
 	"github.com/ceyewan/gochat/im-infra/mq/mqtest"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -301,6 +302,63 @@ func TestSendCallbackPanicIsLoggedAndTheRestRun(t *testing.T) {
 	}
 	if err := p.SendSync(ctx, &mq.Message{Topic: topic, Value: []byte("after")}); err != nil {
 		t.Fatalf("SendSync after the panics: %v", err)
+	}
+}
+
+// wrapRecordContext does what kotel's tracing hook does: it replaces each
+// buffered record's Context with a child of it.
+type wrapRecordContext struct{ wrapped atomic.Int32 }
+
+type wrapKey struct{}
+
+func (h *wrapRecordContext) OnProduceRecordBuffered(r *kgo.Record) {
+	r.Context = context.WithValue(r.Context, wrapKey{}, "span")
+	h.wrapped.Add(1)
+}
+
+// A hook that wraps records' contexts (kotel) does not hide the Send
+// callback, which travels as the record's context.
+func TestSendCallbackRunsWhenAHookWrapsTheRecordContext(t *testing.T) {
+	k := mqtest.New(t)
+	topic := k.NewTopic(t, 3)
+	hook := &wrapRecordContext{}
+	p := newProducer(t, k, "svc-p", mq.WithClientOptions(kgo.WithHooks(hook)))
+	ctx := testCtx(t)
+
+	const n = 50
+	var calls [n]atomic.Int32
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		p.Send(ctx, &mq.Message{Topic: topic, Key: []byte(value(i)), Value: []byte(value(i))}, func(err error) {
+			defer wg.Done()
+			calls[i].Add(1)
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+		})
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Fatal("not every callback ran")
+	}
+	for i := range calls {
+		if c := calls[i].Load(); c != 1 {
+			t.Errorf("callback %d ran %d times", i, c)
+		}
+	}
+	if w := hook.wrapped.Load(); w != n {
+		t.Errorf("the hook wrapped %d records, want %d", w, n)
+	}
+	recs, err := k.ReadAll(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != n {
+		t.Errorf("%d messages on the topic, want %d", len(recs), n)
 	}
 }
 
