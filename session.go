@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -45,8 +46,9 @@ func (tp topicPartition) String() string { return fmt.Sprintf("%s/%d", tp.topic,
 // franz-go runs with BlockRebalanceOnPoll: between a poll and AllowRebalance
 // no partition can be assigned or revoked, so every polled record reaches
 // the worker of the assignment it was fetched for. Workers never block the
-// poll loop: a partition whose queue reaches consumer.partition_buffer
-// records is paused, and resumed once its worker has drained half of it.
+// poll loop for long: a partition whose queue reaches
+// consumer.partition_buffer records, and stays there for pauseGrace, is
+// paused, and resumed once its worker has drained half of it.
 type session struct {
 	c       *consumer
 	cl      *kgo.Client
@@ -172,7 +174,7 @@ func (s *session) poll(ctx context.Context, stop <-chan struct{}) error {
 			s.logger.Error("mq: consuming stopped", clog.Err(fatal))
 			return fatal
 		}
-		s.dispatch(fetches)
+		s.pauseBehind(runCtx, s.dispatch(fetches))
 		s.cl.AllowRebalance()
 	}
 }
@@ -200,9 +202,10 @@ func (s *session) requestResume(tp topicPartition) {
 	s.mu.Unlock()
 }
 
-// dispatch hands each partition's records to its worker.
-func (s *session) dispatch(fetches kgo.Fetches) {
-	var pause map[string][]int32
+// dispatch hands each partition's records to its worker and returns the
+// workers that were already behind when these arrived (see enqueue).
+func (s *session) dispatch(fetches kgo.Fetches) []*worker {
+	var behind []*worker
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {
 			return
@@ -217,15 +220,63 @@ func (s *session) dispatch(fetches kgo.Fetches) {
 			return
 		}
 		if w.enqueue(p.Records, s.high) {
-			if pause == nil {
-				pause = map[string][]int32{}
-			}
-			pause[p.Topic] = append(pause[p.Topic], p.Partition)
+			behind = append(behind, w)
 		}
 	})
-	if pause != nil {
-		s.cl.PauseFetchPartitions(pause)
+	return behind
+}
+
+// pauseGrace is how long the poll loop gives workers that fell behind to
+// catch up before it pauses their partitions. Pausing is not free: franz-go
+// drops the records it has already fetched for a paused partition and
+// fetches them again after the resume. With fast callbacks a worker is
+// behind only briefly, when a fetch lands on a queue still draining
+// (about 1 ms on Kafka in the benchmarks), and waiting for it avoids the
+// second fetch; a slow worker is paused after the grace, as before.
+const pauseGrace = 10 * time.Millisecond
+
+// pauseBehind pauses the partitions of the workers in behind that have not
+// caught up (down to low queued records) within pauseGrace. It runs before
+// AllowRebalance, so that no revoke can stop a worker between the wait and
+// the pause (stopWorkers resumes what it finds paused).
+func (s *session) pauseBehind(ctx context.Context, behind []*worker) {
+	if len(behind) == 0 {
+		return
 	}
+	deadline := time.Now().Add(pauseGrace)
+	for {
+		// A worker that caught up cleared paused and asked for its
+		// resume, which cancels the wait.
+		behind = slices.DeleteFunc(behind, func(w *worker) bool { return !w.isPaused() })
+		if len(behind) == 0 || !time.Now().Before(deadline) {
+			break
+		}
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		s.mu.Lock()
+		s.pollCancel = cancel
+		s.mu.Unlock()
+		// One that caught up before cancel was published could not
+		// cancel it.
+		if slices.ContainsFunc(behind, func(w *worker) bool { return !w.isPaused() }) {
+			cancel()
+		}
+		<-wctx.Done()
+		s.mu.Lock()
+		s.pollCancel = nil
+		s.mu.Unlock()
+		cancel()
+		if ctx.Err() != nil {
+			return // stopping: the workers are stopped next
+		}
+	}
+	if len(behind) == 0 {
+		return
+	}
+	pause := map[string][]int32{}
+	for _, w := range behind {
+		pause[w.tp.topic] = append(pause[w.tp.topic], w.tp.partition)
+	}
+	s.cl.PauseFetchPartitions(pause)
 }
 
 // assigned starts a worker per new partition (franz-go's group goroutine).
