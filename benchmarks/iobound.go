@@ -46,9 +46,9 @@ func runIOBound(ctx context.Context, f *flags, b *broker) (*ioResult, error) {
 	sctx, scancel := context.WithCancel(mctx)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- c.Subscribe(sctx, []string{topic}, func(context.Context, *mq.Message) error {
+		errc <- c.Subscribe(sctx, []string{topic}, func(_ context.Context, m *mq.Message) error {
 			time.Sleep(f.ioSleep)
-			cnt.add(1)
+			cnt.add(m.Key)
 			return nil
 		})
 	}()
@@ -70,9 +70,9 @@ func runIOBound(ctx context.Context, f *flags, b *broker) (*ioResult, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rawPollLoop(lctx, cl, func(*kgo.Record) {
+		rawPollLoop(lctx, cl, func(r *kgo.Record) {
 			time.Sleep(f.ioSleep)
-			cnt.add(1)
+			cnt.add(r.Key)
 		})
 	}()
 	s, err = cnt.wait(mctx)

@@ -55,7 +55,7 @@ func printReport(w io.Writer, r *report) {
 		c.Msgs, c.SyncMsgs, c.SyncConcurrency, c.ValueBytes, c.Keys, c.Partitions, c.Compression, c.Rounds)
 	if len(r.Throughput) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "kind\tclient\tmsg/s\tMB/s\tx franz-go\tCPU us/msg\trec/batch\trounds (msg/s)\tAPI\t")
+		fmt.Fprintln(tw, "kind\tclient\tmsg/s\tMB/s\tx franz-go\tCPU us/msg\trec/batch\tGCs\trounds (msg/s)\tAPI\t")
 		for _, t := range r.Throughput {
 			var rounds []string
 			for _, s := range t.Samples {
@@ -73,7 +73,7 @@ func printReport(w io.Writer, r *report) {
 			if t.RecsPerBatch > 0 {
 				batch = fmt.Sprintf("%.0f", t.RecsPerBatch)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%.2f\t%s\t%s\t%s\t\n", t.Kind, t.Client, t.MsgsPerSec, t.MBPerSec, ratio, t.CPUus, batch, strings.Join(rounds, " "), t.API)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.1f\t%s\t%.2f\t%s\t%.0f\t%s\t%s\t\n", t.Kind, t.Client, t.MsgsPerSec, t.MBPerSec, ratio, t.CPUus, batch, t.GCs, strings.Join(rounds, " "), t.API)
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,13 @@ type sample struct {
 	// partition's share of a produce request), for mq and raw franz-go
 	// async produce: with linger 0 it follows how fast the sender is.
 	RecsPerBatch float64 `json:"records_per_batch,omitempty"`
+	// GCCycles and GCCPU are the garbage collections of the process
+	// during the measurement and the CPU time the runtime estimates they
+	// took (with the in-process broker, the broker's heap is in them);
+	// HeapLive is the live heap the last collection before it left.
+	GCCycles uint64  `json:"gc_cycles"`
+	GCCPU    float64 `json:"gc_cpu_seconds"`
+	HeapLive uint64  `json:"heap_live_bytes_before"`
 }
 
 // batchCounter is a franz-go hook counting produced batches and records.
@@ -194,11 +202,20 @@ func (t *throughput) measureProducer(ctx context.Context, r *runner, n int) (sam
 func (t *throughput) measure(ctx context.Context, r *runner, topic string, n int) (sample, error) {
 	mctx, cancel := context.WithTimeout(ctx, measureTimeout)
 	defer cancel()
+	// Every client starts from a collected heap. Without this, a client
+	// measured right after one whose topic was large (kfake holds a
+	// topic's data in this process until it is deleted) started with the
+	// heap goal that topic left, and collected a third as often as one
+	// measured after a small topic: BENCHMARKS.md, finding 13.
+	runtime.GC()
+	gc0 := readGC()
 	cpu := cpuNow()
 	s, err := r.run(mctx, topic, n)
 	if s.CPU == 0 {
 		s.CPU = (cpuNow() - cpu).Seconds()
 	}
+	gc1 := readGC()
+	s.GCCycles, s.GCCPU, s.HeapLive = gc1.cycles-gc0.cycles, gc1.cpu-gc0.cpu, gc0.live
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", r.id(), err)
 	}
@@ -215,7 +232,8 @@ func (t *throughput) record(r *runner, s sample) {
 	if s.RecsPerBatch > 0 {
 		batch = fmt.Sprintf(", %.0f records/batch", s.RecsPerBatch)
 	}
-	log.Printf("  %-22s %9.0f msg/s  (%.2fs, %.2f CPU-us/msg%s)", r.id(), rate, s.Seconds, s.CPU/float64(r.msgs)*1e6, batch)
+	log.Printf("  %-22s %9.0f msg/s  (%.2fs, %.2f CPU-us/msg%s; %d GCs, %.2f GC-CPU-us/msg, live heap %d MB before)",
+		r.id(), rate, s.Seconds, s.CPU/float64(r.msgs)*1e6, batch, s.GCCycles, s.GCCPU/float64(r.msgs)*1e6, s.HeapLive>>20)
 }
 
 // ---------------------------------------------------------------- produce
@@ -473,36 +491,81 @@ func (t *throughput) rawSync(ctx context.Context, topic string, n int) (sample, 
 
 // ---------------------------------------------------------------- consume
 
-// counter times a consumer: the first message and the n-th.
+// counter times a consumer: the first message and the n-th. Its callers
+// may be concurrent (mq's partition workers, sarama's claims): each message
+// is counted on one of counterShards cache lines chosen by its key, so that
+// the instrument does not make callbacks on two cores fight over one line,
+// which it did with a single atomic (a quarter of mq's per-message worker
+// CPU on kfake: BENCHMARKS.md, finding 13). Shards flush to flushed every
+// flushEvery messages; near n every add sums the shards, so the n-th
+// message is seen exactly.
 type counter struct {
-	n     int64
-	start time.Time
-	seen  atomic.Int64
-	first atomic.Int64 // unix nanos of the first message
-	last  time.Time
-	done  chan struct{}
+	n       int64
+	start   time.Time
+	done    chan struct{}
+	last    time.Time
+	_       [64]byte
+	first   atomic.Int64 // unix nanos of the first message; written once
+	_       [56]byte
+	flushed atomic.Int64
+	_       [56]byte
+	endgame atomic.Bool
+	closed  atomic.Bool
+	_       [56]byte
+	shards  [counterShards]struct {
+		v atomic.Int64
+		_ [56]byte
+	}
 }
+
+const (
+	counterShards = 16
+	flushEvery    = 256
+)
 
 func newCounter(n int) *counter {
-	return &counter{n: int64(n), start: time.Now(), done: make(chan struct{})}
+	c := &counter{n: int64(n), start: time.Now(), done: make(chan struct{})}
+	c.endgame.Store(c.n <= counterShards*flushEvery)
+	return c
 }
 
-// add counts k messages.
-func (c *counter) add(k int) {
+// add counts a message with this key.
+func (c *counter) add(key []byte) {
 	if c.first.Load() == 0 {
 		c.first.CompareAndSwap(0, time.Now().UnixNano())
 	}
-	if v := c.seen.Add(int64(k)); v >= c.n && v-int64(k) < c.n {
-		c.last = time.Now()
-		close(c.done)
+	sh := 0
+	if l := len(key); l >= 2 {
+		sh = (int(key[l-1]) + 7*int(key[l-2])) % counterShards
 	}
+	if v := c.shards[sh].v.Add(1); v%flushEvery == 0 && c.flushed.Add(flushEvery) >= c.n-counterShards*flushEvery {
+		c.endgame.Store(true)
+	}
+	if c.endgame.Load() {
+		var sum int64
+		for i := range c.shards {
+			sum += c.shards[i].v.Load()
+		}
+		if sum >= c.n && c.closed.CompareAndSwap(false, true) {
+			c.last = time.Now()
+			close(c.done)
+		}
+	}
+}
+
+func (c *counter) seen() int64 {
+	var sum int64
+	for i := range c.shards {
+		sum += c.shards[i].v.Load()
+	}
+	return sum
 }
 
 func (c *counter) wait(ctx context.Context) (sample, error) {
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return sample{}, fmt.Errorf("consumed %d of %d: %w", c.seen.Load(), c.n, ctx.Err())
+		return sample{}, fmt.Errorf("consumed %d of %d: %w", c.seen(), c.n, ctx.Err())
 	}
 	first := time.Unix(0, c.first.Load())
 	return sample{Seconds: c.last.Sub(first).Seconds(), Join: first.Sub(c.start).Seconds()}, nil
@@ -517,8 +580,8 @@ func (t *throughput) mqConsume(ctx context.Context, topic string, n int) (sample
 	sctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- c.Subscribe(sctx, []string{topic}, func(context.Context, *mq.Message) error {
-			cnt.add(1)
+		errc <- c.Subscribe(sctx, []string{topic}, func(_ context.Context, m *mq.Message) error {
+			cnt.add(m.Key)
 			return nil
 		})
 	}()
@@ -544,7 +607,7 @@ func (t *throughput) rawConsume(ctx context.Context, topic string, n int) (sampl
 		defer close(done)
 		rawPollLoop(lctx, cl, func(r *kgo.Record) {
 			_ = handleRecord(lctx, r)
-			cnt.add(1)
+			cnt.add(r.Key)
 		})
 	}()
 	s, err := cnt.wait(ctx)
@@ -574,10 +637,11 @@ func (t *throughput) kafkaGoConsume(ctx context.Context, topic string, n int) (s
 	go func() {
 		defer close(done)
 		for {
-			if _, err := r.ReadMessage(rctx); err != nil {
+			m, err := r.ReadMessage(rctx)
+			if err != nil {
 				return
 			}
-			cnt.add(1)
+			cnt.add(m.Key)
 		}
 	}()
 	s, err := cnt.wait(ctx)
@@ -598,7 +662,7 @@ func (h saramaHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				return nil
 			}
 			sess.MarkMessage(msg, "")
-			h.cnt.add(1)
+			h.cnt.add(msg.Key)
 		case <-sess.Context().Done():
 			return nil
 		}
@@ -655,6 +719,7 @@ type throughputResult struct {
 	JoinSec      float64  `json:"median_join_seconds,omitempty"`
 	CPUus        float64  `json:"median_cpu_us_per_msg"`
 	RecsPerBatch float64  `json:"median_records_per_batch,omitempty"`
+	GCs          float64  `json:"median_gc_cycles"`
 }
 
 func (t *throughput) results() []throughputResult {
@@ -665,8 +730,9 @@ func (t *throughput) results() []throughputResult {
 			if len(ss) == 0 {
 				continue
 			}
-			var rates, joins, cpus, batches []float64
+			var rates, joins, cpus, batches, gcs []float64
 			for _, s := range ss {
+				gcs = append(gcs, float64(s.GCCycles))
 				if s.RecsPerBatch > 0 {
 					batches = append(batches, s.RecsPerBatch)
 				}
@@ -679,7 +745,7 @@ func (t *throughput) results() []throughputResult {
 				joins = append(joins, s.Join)
 			}
 			res := throughputResult{ID: r.id(), Kind: r.kind, Client: r.client, API: r.api, Msgs: r.msgs, Samples: ss,
-				MsgsPerSec: median(rates), JoinSec: median(joins), CPUus: median(cpus), RecsPerBatch: median(batches)}
+				MsgsPerSec: median(rates), JoinSec: median(joins), CPUus: median(cpus), RecsPerBatch: median(batches), GCs: median(gcs)}
 			res.MBPerSec = res.MsgsPerSec * float64(t.f.size) / 1e6
 			out = append(out, res)
 		}
