@@ -41,6 +41,7 @@ type flags struct {
 	ioParts             int
 	ioSleep             time.Duration
 	java                bool
+	brokerWarmup        time.Duration
 	kafkaGoBatchTimeout time.Duration
 	kafkaScript         string
 	jsonOut             string
@@ -68,6 +69,7 @@ func parseFlags() *flags {
 	flag.IntVar(&f.ioParts, "io-partitions", 12, "partitions of the I/O-bound handler test")
 	flag.DurationVar(&f.ioSleep, "io-sleep", time.Millisecond, "sleep per message of the I/O-bound handler")
 	flag.DurationVar(&f.kafkaGoBatchTimeout, "kafkago-batch-timeout", 100*time.Millisecond, "kafka-go Writer.BatchTimeout (its linger; 100ms measured best, its default is 1s)")
+	flag.DurationVar(&f.brokerWarmup, "broker-warmup", 75*time.Second, "on a real broker, produce with raw franz-go for this long before the clients' warm-up, so that the rounds do not measure the broker's own warm-up (0: none)")
 	flag.BoolVar(&f.java, "java", true, "on a real broker, also run Kafka's ProducerPerformance / ConsumerPerformance")
 	flag.StringVar(&f.kafkaScript, "kafka-script", "../scripts/kafka.sh", "scripts/kafka.sh, for the Java tools' classpath")
 	flag.StringVar(&f.jsonOut, "json", "", "write the results as JSON to this file")
@@ -75,7 +77,7 @@ func parseFlags() *flags {
 	flag.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&only, "only", "", "run only the measurements whose id (e.g. produce/mq, consume/franz-go, latency, io, java) matches this regexp")
 	flag.BoolVar(&f.verbose, "v", false, "log each topic's set-up")
-	flag.BoolVar(&f.quick, "quick", false, "smoke run (~1 min): 50k messages, 1 round, 2 latency rates of 2s, 1200 I/O messages")
+	flag.BoolVar(&f.quick, "quick", false, "smoke run (~1 min): 50k messages, 1 round, 2 latency rates of 2s, 1200 I/O messages, 5s broker warm-up")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -94,6 +96,9 @@ func parseFlags() *flags {
 		}
 		if !set["io-n"] {
 			f.ioN = 1200
+		}
+		if !set["broker-warmup"] {
+			f.brokerWarmup = 5 * time.Second
 		}
 	}
 	if f.syncN == 0 {

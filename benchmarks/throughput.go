@@ -117,10 +117,14 @@ func newThroughput(f *flags, b *broker) *throughput {
 	return t
 }
 
-// warmUp runs every client once on a tenth of the messages.
+// warmUp warms a real broker up, then runs every client once on a tenth
+// of the messages.
 func (t *throughput) warmUp(ctx context.Context) error {
 	if len(t.producers)+len(t.consumers) == 0 {
 		return nil
+	}
+	if err := t.warmBroker(ctx); err != nil {
+		return err
 	}
 	n := max(t.f.n/10, 2000)
 	log.Printf("warm-up: every client, %d messages", n)
@@ -154,6 +158,30 @@ func (t *throughput) warmUp(ctx context.Context) error {
 			return err
 		}
 		log.Printf("  (warm-up) %-22s %.2fs, join %.2fs", r.id(), s.Seconds, s.Join)
+	}
+	return nil
+}
+
+// warmBroker has raw franz-go produce to a real broker, n messages at a
+// time, for -broker-warmup. A Kafka broker just started is slow for about
+// its first minute under this load (raw franz-go's produce rounds went
+// 344k, 609k, 511k, 873k, 1019k msg/s in a run started on a fresh broker;
+// a 20 s warm-up still left the first round at half speed; the warm-up's
+// own rate went ~600k, ~400k from 20 to 60 s, then ~1M): without this the
+// rounds measured a moving target, and a client's median depended on where
+// its rounds fell. BENCHMARKS.md, finding 14.
+func (t *throughput) warmBroker(ctx context.Context) error {
+	if !t.b.real || t.f.brokerWarmup <= 0 {
+		return nil
+	}
+	log.Printf("broker warm-up: raw franz-go produce for %v", t.f.brokerWarmup)
+	raw := &runner{kind: kindProduce, client: clientRaw, msgs: t.f.n, run: t.rawProduce}
+	for end := time.Now().Add(t.f.brokerWarmup); time.Now().Before(end); {
+		s, err := t.measureProducer(ctx, raw, t.f.n)
+		if err != nil {
+			return fmt.Errorf("broker warm-up: %w", err)
+		}
+		log.Printf("  (broker warm-up) %-22s %9.0f msg/s", raw.id(), float64(t.f.n)/s.Seconds)
 	}
 	return nil
 }
