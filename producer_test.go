@@ -433,9 +433,13 @@ func TestSendRacingCloseCallsEveryCallbackOnce(t *testing.T) {
 	p := newProducer(t, k, "svc-race")
 	ctx := testCtx(t)
 
-	const senders, perSender = 8, 1500
+	// Each sender sends at least perSender messages, then goes on until
+	// some Send has failed with ErrClosed (up to maxPer), so that the race
+	// happens however fast the machine sends.
+	const senders, perSender, maxPer = 8, 1500, 200_000
 	const n = senders * perSender
-	calls := make([]atomic.Int32, n)
+	calls := make([]atomic.Int32, senders*maxPer)
+	var sent [senders]int
 	var delivered, closedErrs, otherErrs, returned atomic.Int64
 	var firstOther atomic.Value
 	headersOf := func(i int) map[string][]byte {
@@ -455,8 +459,10 @@ func TestSendRacingCloseCallsEveryCallbackOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range perSender {
-				i := s*perSender + j
+			j := 0
+			defer func() { sent[s] = j }()
+			for ; j < maxPer && (j < perSender || closedErrs.Load() == 0); j++ {
+				i := s*maxPer + j
 				sctx := ctx
 				if i%5 == 0 {
 					sctx = clog.WithTraceID(ctx, "t"+strconv.Itoa(i))
@@ -490,9 +496,15 @@ func TestSendRacingCloseCallsEveryCallbackOnce(t *testing.T) {
 	if otherErrs.Load() > 0 {
 		t.Fatalf("%d callbacks got an error other than ErrClosed, first: %v", otherErrs.Load(), firstOther.Load())
 	}
-	for i := range calls {
-		if c := calls[i].Load(); c != 1 {
-			t.Fatalf("message %d: callback ran %d times", i, c)
+	for s := range senders {
+		for j := range maxPer {
+			want := int32(0)
+			if j < sent[s] {
+				want = 1
+			}
+			if c := calls[s*maxPer+j].Load(); c != want {
+				t.Fatalf("message %d of sender %d (%d sent): callback ran %d times", j, s, sent[s], c)
+			}
 		}
 	}
 	if delivered.Load() == 0 || closedErrs.Load() == 0 {
