@@ -18,15 +18,24 @@ import (
 // slack is what a call may take beyond its deadline on a loaded machine.
 const slack = 3 * time.Second
 
-// Scenario 5: the broker stops answering, then goes away.
+// Scenario 5: the broker stops answering, then goes away. Each case runs
+// two ways:
 //
-//   - "held": produce requests are held by the broker. With the buffer
-//     full, Send waits for room only until its ctx's deadline, then its
-//     callback gets the ctx error; SendSync returns at its deadline with an
-//     error saying the outcome is unknown; Close returns by its
-//     close_timeout and every held message gets its callback with an error.
-//   - "closed mid-stream": the broker is shut down while a stream of Send
-//     and SendSync runs. Every call returns by its deadline; every accepted
+//   - "broker" (in-process broker only): the broker itself holds produce
+//     requests, or shuts down;
+//   - "network" (any broker, real Kafka included): an mqtest.Outage holds
+//     or cuts the connections of the clients under test, while the broker
+//     serves everyone else.
+//
+// The cases:
+//
+//   - "held": produce requests get no answer. With the buffer full, Send
+//     waits for room only until its ctx's deadline, then its callback gets
+//     the ctx error; SendSync returns at its deadline with an error saying
+//     the outcome is unknown; Close returns by its close_timeout and every
+//     held message gets its callback with an error.
+//   - "closed mid-stream": the broker goes away while a stream of Send and
+//     SendSync runs. Every call returns by its deadline; every accepted
 //     message gets exactly one callback (nil for those acknowledged before,
 //     an error for the rest: none is silently dropped); Close returns by
 //     its close_timeout; a consumer's Close returns by its close_timeout.
@@ -34,9 +43,45 @@ const slack = 3 * time.Second
 //     buffered; when Close returns, every one of them has had its callback
 //     (a service that exits after Close must not lose them).
 func TestBrokerUnreachable(t *testing.T) {
-	t.Run("held", testBrokerHeld)
-	t.Run("closed mid-stream", testBrokerClosedMidStream)
-	t.Run("callbacks before Close returns", testCallbacksBeforeCloseReturns)
+	for _, how := range []string{"broker", "network"} {
+		t.Run(how, func(t *testing.T) {
+			t.Run("held", func(t *testing.T) { testBrokerHeld(t, how) })
+			t.Run("closed mid-stream", func(t *testing.T) { testBrokerClosedMidStream(t, how) })
+			t.Run("callbacks before Close returns", func(t *testing.T) { testCallbacksBeforeCloseReturns(t, how) })
+		})
+	}
+}
+
+// outage is how a case takes the broker away from the clients under test.
+type outage struct {
+	opts []mq.Option // for the clients under test
+	hold func()      // produce requests get no answer from now on
+	down func()      // the broker is gone
+}
+
+// newOutage returns the outage of the given way ("broker" or "network"),
+// skipping t where that way cannot run.
+func newOutage(t *testing.T, k *mqtest.Kafka, how string) outage {
+	if how == "network" {
+		o := mqtest.NewOutage()
+		return outage{opts: []mq.Option{o.Option()}, hold: o.Hold, down: o.Cut}
+	}
+	if k.Real() {
+		t.Skip("holding or stopping the broker itself needs the in-process broker; the network way runs on this one")
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	return outage{
+		hold: func() {
+			k.Cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+				k.Cluster.KeepControl()
+				k.Cluster.SleepControl(func() { <-release })
+				return nil, nil, false
+			})
+		},
+		down: k.Cluster.Close,
+	}
 }
 
 // Minimal test of bug B2: with the broker gone and close_timeout 2s,
@@ -45,23 +90,21 @@ func TestBrokerUnreachable(t *testing.T) {
 // dead broker; the buffered messages fail only after that, and Close's own
 // deadline has passed: it returns "send callbacks still running" before the
 // callbacks ran.
-func testCallbacksBeforeCloseReturns(t *testing.T) {
+func testCallbacksBeforeCloseReturns(t *testing.T, how string) {
 	k := mqtest.New(t)
-	if k.Real() {
-		t.Skip("shutting the broker down needs the in-process broker")
-	}
+	out := newOutage(t, k, how)
 	topic := k.NewTopic(t, 3)
 	if err := k.SetServiceConfig("gone", map[string]any{"producer": map[string]any{"close_timeout": "2s"}}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := mq.NewProducer(ctxFor(t), "gone", k.Options()...)
+	p, err := mq.NewProducer(ctxFor(t), "gone", append(k.Options(), out.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := p.SendSync(ctxFor(t), &mq.Message{Topic: topic, Value: []byte("first")}); err != nil {
 		t.Fatal(err)
 	}
-	k.Cluster.Close()
+	out.down()
 	const n = 100
 	var calls atomic.Int64
 	for range n {
@@ -76,11 +119,9 @@ func testCallbacksBeforeCloseReturns(t *testing.T) {
 	}
 }
 
-func testBrokerHeld(t *testing.T) {
+func testBrokerHeld(t *testing.T, how string) {
 	k := mqtest.New(t)
-	if k.Real() {
-		t.Skip("holding produce requests needs the in-process broker")
-	}
+	out := newOutage(t, k, how)
 	topic := k.NewTopic(t, 3)
 	const closeTimeout = 2 * time.Second
 	if err := k.SetServiceConfig("held", map[string]any{"producer": map[string]any{
@@ -88,19 +129,17 @@ func testBrokerHeld(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	p, err := mq.NewProducer(ctxFor(t), "held", k.Options()...)
+	p, err := mq.NewProducer(ctxFor(t), "held", append(k.Options(), out.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	release := make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { close(release) }) })
-	k.Cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		k.Cluster.KeepControl()
-		k.Cluster.SleepControl(func() { <-release })
-		return nil, nil, false
-	})
+	// One message first, so that the producer knows the topic's leaders and
+	// what follows is held in produce requests.
+	if err := p.SendSync(ctxFor(t), &mq.Message{Topic: topic, Value: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	out.hold()
 	start := time.Now()
 	l := newTally()
 	var problems []string
@@ -151,7 +190,7 @@ func testBrokerHeld(t *testing.T) {
 	}
 	l.mu.Unlock()
 	sent, acked, failed, _, _, _ := l.figures()
-	report(t, "unreachable_held", "broker", brokerKind(k), "sent", sent, "acked", acked, "failed_with_callback", failed,
+	report(t, "unreachable_held", "broker", brokerKind(k), "way", how, "sent", sent, "acked", acked, "failed_with_callback", failed,
 		"silently_dropped", sent-acked-failed, "close_took", took, "close_timeout", closeTimeout, "took", time.Since(start))
 	if len(problems) > 0 {
 		t.Errorf("%d problems:\n%s", len(problems), strings.Join(firstN(problems, 20), "\n"))
@@ -159,11 +198,9 @@ func testBrokerHeld(t *testing.T) {
 	t.Logf("Close: %v", cerr)
 }
 
-func testBrokerClosedMidStream(t *testing.T) {
+func testBrokerClosedMidStream(t *testing.T, how string) {
 	k := mqtest.New(t)
-	if k.Real() {
-		t.Skip("shutting the broker down needs the in-process broker")
-	}
+	out := newOutage(t, k, how)
 	topic := k.NewTopic(t, 3)
 	const closeTimeout = 2 * time.Second
 	if err := k.SetServiceConfig("doomed", map[string]any{
@@ -173,13 +210,13 @@ func testBrokerClosedMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	p, err := mq.NewProducer(ctxFor(t), "doomed", k.Options()...)
+	p, err := mq.NewProducer(ctxFor(t), "doomed", append(k.Options(), out.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	var processed atomic.Int64
-	c, err := mq.NewConsumer(ctxFor(t), "doomed", mqtest.UniqueName(t), k.Options()...)
+	c, err := mq.NewConsumer(ctxFor(t), "doomed", mqtest.UniqueName(t), append(k.Options(), out.opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +276,7 @@ func testBrokerClosedMidStream(t *testing.T) {
 	}
 	waitFor(t, waitLong, "some messages acknowledged and consumed", func() bool { return l.ackedN() > 500 && processed.Load() > 100 })
 	ackedBefore := l.ackedN()
-	k.Cluster.Close() // mid-stream
+	out.down() // mid-stream
 	closedAt := time.Now()
 	time.Sleep(time.Second) // the stream runs on against the dead broker
 	close(stop)
@@ -284,7 +321,7 @@ func testBrokerClosedMidStream(t *testing.T) {
 	if multi > 0 || none > 0 {
 		problem("%d messages got more than one callback, %d none", multi, none)
 	}
-	report(t, "unreachable_closed", "broker", brokerKind(k), "sent", sent, "acked", acked, "acked_before_close", ackedBefore,
+	report(t, "unreachable_closed", "broker", brokerKind(k), "way", how, "sent", sent, "acked", acked, "acked_before_close", ackedBefore,
 		"failed_with_callback", failed, "silently_dropped", none, "sync_calls", syncCalls.Load(), "late_returns", syncLate.Load(),
 		"producer_close_took", pTook, "consumer_close_took", cTook, "close_timeout", closeTimeout,
 		"stream_after_close", time.Since(closedAt), "took", time.Since(start))
