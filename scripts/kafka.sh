@@ -258,6 +258,9 @@ launch_node() {
   dir="$(node_dir "$mode" "$n")"
   cp="$(classpath)"
   mkdir -p "$dir/logs"
+  # A pid file left by a killed node would pass the wait below, and
+  # wait_ready would read the dead pid before the new one is written.
+  rm -f "$dir/pid"
   # shellcheck disable=SC2086
   setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/pid" \
     java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} \
@@ -288,6 +291,14 @@ show_logs() {
   done
 }
 
+# startup_exit reports a node that wait_ready found not running, with what
+# its pid file holds and any process that carries the node's tag.
+startup_exit() {
+  local dir
+  dir="$(node_dir "$1" "$2")"
+  log "$1 node $2 exited during startup (pid file: '$(cat "$dir/pid" 2>/dev/null || true)'; processes tagged mq.kafka.node=$1-$2: '$(pgrep -f "mq.kafka.node=$1-$2 " | tr '\n' ' ' || true)')"
+}
+
 # Wait until the listed nodes listen, metadata shows all brokers of the mode,
 # and a topic listing succeeds.
 wait_ready() {
@@ -299,7 +310,7 @@ wait_ready() {
   for n in "${nodes[@]}"; do
     port="$(broker_port "$mode" "$n")"
     until port_open "$port"; do
-      node_pid "$mode" "$n" >/dev/null || { show_logs "$mode"; log "$mode node $n exited during startup"; return 1; }
+      node_pid "$mode" "$n" >/dev/null || { show_logs "$mode"; startup_exit "$mode" "$n"; return 1; }
       ((SECONDS < deadline)) || { show_logs "$mode"; log "timeout: $mode node $n not listening on $port"; return 1; }
       sleep 1
     done
@@ -314,7 +325,7 @@ wait_ready() {
       return 0
     fi
     for n in "${nodes[@]}"; do
-      node_pid "$mode" "$n" >/dev/null || { show_logs "$mode"; log "$mode node $n exited during startup"; return 1; }
+      node_pid "$mode" "$n" >/dev/null || { show_logs "$mode"; startup_exit "$mode" "$n"; return 1; }
     done
     ((SECONDS < deadline)) || { show_logs "$mode"; log "timeout after ${READY_TIMEOUT}s: $mode not ready"; return 1; }
     sleep 1
